@@ -1,0 +1,254 @@
+"""Events and spans in the shape of Erlang's ``:telemetry``.
+
+An event name is a tuple of strings, e.g. ``("dspex", "predict", "stop")``. Handlers are
+attached by a unique id to a list of event names and called synchronously, in the emitting
+thread, as ``handler(event, measurements, metadata, config)``. A handler that raises is
+detached and a warning is logged: telemetry never breaks the call it observes.
+
+``span(event, **metadata)`` emits ``event + ("start",)`` on entry and ``event + ("stop",)``
+(or ``event + ("exception",)``) on exit, with ``duration_s`` and, when anyone listens, trace,
+span and parent ids so exporters can rebuild the tree (program -> module -> predict -> LM call).
+
+Cost: when nothing is attached to an event, ``emit`` is one dict lookup and a span allocates
+one small object and reads the clock never (measured in benchmarks/telemetry.py).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+__all__ = [
+    "Event",
+    "Handler",
+    "Span",
+    "attach",
+    "attach_many",
+    "current_span",
+    "detach",
+    "emit",
+    "list_handlers",
+    "span",
+]
+
+log = logging.getLogger("dspex.telemetry")
+
+Event = tuple[str, ...]
+Handler = Callable[[Event, dict[str, Any], dict[str, Any], Any], None]
+
+
+@dataclass(frozen=True)
+class _Attached:
+    handler_id: str
+    events: tuple[Event, ...]
+    fn: Handler
+    config: Any
+
+
+_lock = threading.Lock()
+# event -> tuple of attachments. Replaced wholesale on attach/detach (copy-on-write), so emit
+# reads it without a lock.
+_table: dict[Event, tuple[_Attached, ...]] = {}
+_by_id: dict[str, _Attached] = {}
+
+
+def attach(handler_id: str, event: Event, fn: Handler, config: Any = None) -> None:
+    """Attach ``fn`` to one event under a unique ``handler_id``."""
+    attach_many(handler_id, [event], fn, config)
+
+
+def attach_many(handler_id: str, events: Iterable[Event], fn: Handler, config: Any = None) -> None:
+    """Attach ``fn`` to several events under one unique ``handler_id``.
+
+    Raises ValueError when the id is taken (as ``:telemetry`` returns ``already_exists``).
+    """
+    evs = tuple(tuple(e) for e in events)
+    for e in evs:
+        if not e or not all(isinstance(p, str) for p in e):
+            raise ValueError(f"An event name is a non-empty tuple of strings, got {e!r}.")
+    global _table
+    with _lock:
+        if handler_id in _by_id:
+            raise ValueError(
+                f"A telemetry handler with id {handler_id!r} is already attached; "
+                "detach it first or pick another id."
+            )
+        att = _Attached(handler_id, evs, fn, config)
+        _by_id[handler_id] = att
+        table = dict(_table)
+        for e in evs:
+            table[e] = (*table.get(e, ()), att)
+        _table = table
+
+
+def detach(handler_id: str) -> bool:
+    """Detach a handler; returns False when no handler had that id."""
+    global _table
+    with _lock:
+        att = _by_id.pop(handler_id, None)
+        if att is None:
+            return False
+        table = dict(_table)
+        for e in att.events:
+            rest = tuple(a for a in table.get(e, ()) if a.handler_id != handler_id)
+            if rest:
+                table[e] = rest
+            else:
+                table.pop(e, None)
+        _table = table
+        return True
+
+
+def list_handlers(prefix: Event = ()) -> list[tuple[str, tuple[Event, ...]]]:
+    """Attached handlers whose events start with ``prefix``: (id, events)."""
+    n = len(prefix)
+    return [
+        (a.handler_id, a.events)
+        for a in list(_by_id.values())
+        if any(e[:n] == prefix for e in a.events)
+    ]
+
+
+def has_handlers(event: Event) -> bool:
+    return event in _table
+
+
+def emit(event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any] | None = None) -> None:
+    """Call every handler attached to ``event``. Cheap when none is."""
+    handlers = _table.get(event)
+    if not handlers:
+        return
+    _dispatch(handlers, event, dict(measurements), dict(metadata) if metadata else {})
+
+
+def _dispatch(
+    handlers: tuple[_Attached, ...], event: Event, measurements: dict[str, Any], metadata: dict[str, Any]
+) -> None:
+    for att in handlers:
+        try:
+            att.fn(event, measurements, metadata, att.config)
+        except Exception:
+            detach(att.handler_id)
+            log.warning(
+                "telemetry handler %r raised on event %s and was detached",
+                att.handler_id,
+                ".".join(event),
+                exc_info=True,
+            )
+
+
+_current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("dspex_span", default=None)
+
+
+def current_span() -> Span | None:
+    """The innermost live span in this thread / asyncio task, if anyone is listening."""
+    return _current.get()
+
+
+class Span:
+    """A span over ``event``. Use as ``with span(...) as s:`` or ``async with``.
+
+    ``s.set(**measurements)`` adds measurements to the stop event (tokens, cost, ...);
+    ``s.meta(**metadata)`` adds metadata to it.
+    """
+
+    __slots__ = (
+        "_active",
+        "_start",
+        "_token",
+        "event",
+        "measurements",
+        "metadata",
+        "parent_id",
+        "span_id",
+        "trace_id",
+    )
+
+    def __init__(self, event: Event, metadata: dict[str, Any]) -> None:
+        self.event = event
+        self.metadata = metadata
+        self.measurements: dict[str, Any] = {}
+        self._active = False
+        self._token: contextvars.Token[Span | None] | None = None
+        self.span_id = 0
+        self.trace_id = 0
+        self.parent_id: int | None = None
+        self._start = 0.0
+
+    def set(self, **measurements: Any) -> None:
+        self.measurements.update(measurements)
+
+    def meta(self, **metadata: Any) -> None:
+        self.metadata.update(metadata)
+
+    def __enter__(self) -> Span:
+        ev = self.event
+        t = _table
+        if (ev + ("start",)) not in t and (ev + ("stop",)) not in t and (ev + ("exception",)) not in t:
+            return self
+        self._active = True
+        parent = _current.get()
+        self.span_id = random.getrandbits(64) or 1
+        if parent is not None:
+            self.trace_id = parent.trace_id
+            self.parent_id = parent.span_id
+        else:
+            self.trace_id = random.getrandbits(128) or 1
+        self.metadata["trace_id"] = self.trace_id
+        self.metadata["span_id"] = self.span_id
+        self.metadata["parent_id"] = self.parent_id
+        self._token = _current.set(self)
+        self._start = time.perf_counter()
+        h = t.get(ev + ("start",))
+        if h:
+            _dispatch(h, ev + ("start",), {"system_time": time.time()}, dict(self.metadata))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._active:
+            return
+        duration = time.perf_counter() - self._start
+        if self._token is not None:
+            try:
+                _current.reset(self._token)
+            except ValueError:  # exited in another context (generator closed elsewhere)
+                pass
+        self._active = False
+        measurements = {"duration_s": duration, **self.measurements}
+        if exc is not None:
+            ev = self.event + ("exception",)
+            md = {**self.metadata, "kind": exc_type.__name__ if exc_type else "", "reason": exc}
+        else:
+            ev = self.event + ("stop",)
+            md = dict(self.metadata)
+        h = _table.get(ev)
+        if h:
+            _dispatch(h, ev, measurements, md)
+
+    async def __aenter__(self) -> Span:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def span(event: Event, **metadata: Any) -> Span:
+    """A span over ``event`` (a context manager, sync and async). See the module docstring."""
+    return Span(event, metadata)
