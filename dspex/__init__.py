@@ -1,25 +1,72 @@
 """dspex: DSPy's programming model on Ray, with the operations DSPy leaves to its users.
 
-``import dspex as dspy`` keeps a DSPy program working.
+``import dspex as dspy`` keeps a DSPy program working:
+
+    import dspex as dspy
+    dspy.configure(lm=dspy.LM("openai/gpt-4o-mini"))
+    qa = dspy.ChainOfThought("question -> answer")
+    print(qa(question="What is the capital of France?").answer)
+
+The core (this package) never imports Ray; ``dspex.actors``, ``dspex.pipelines`` and
+``dspex.cluster`` build on it.
 """
 
+from typing import Any
+
 from dspex import errors, telemetry
+from dspex.adapters import Adapter, ChatAdapter, JSONAdapter
 from dspex.clients.base_lm import BaseLM, inspect_history
-from dspex.primitives.example import Example
-from dspex.primitives.prediction import Completions, Prediction
+from dspex.evaluate import Evaluate, EvaluationResult
+from dspex.predict import ChainOfThought, Predict, ReAct
+from dspex.primitives import BaseModule, Completions, Example, Module, Parameter, Prediction, Tool
 from dspex.settings import configure, context, settings
+from dspex.signatures import InputField, OutputField, Signature, ensure_signature, make_signature
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adapter",
     "BaseLM",
+    "BaseModule",
+    "ChainOfThought",
+    "ChatAdapter",
     "Completions",
+    "Evaluate",
+    "EvaluationResult",
     "Example",
+    "InputField",
+    "JSONAdapter",
+    "LM",
+    "Module",
+    "OutputField",
+    "Parameter",
+    "Predict",
     "Prediction",
+    "ReAct",
+    "Signature",
+    "Tool",
     "configure",
     "context",
+    "ensure_signature",
     "errors",
     "inspect_history",
+    "make_signature",
     "settings",
     "telemetry",
 ]
+
+# Names whose modules are heavier or optional; imported on first use.
+_LAZY = {
+    "LM": ("dspex.clients", "LM"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module_name, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module_name), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dspex' has no attribute {name!r}")

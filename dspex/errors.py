@@ -20,6 +20,7 @@
     │   └── ContentPolicyViolation  the provider refused on content policy
     ├── ToolError                   a ReAct tool raised or was called with bad arguments
     ├── Overloaded                  a bounded queue or concurrency limit is full (backpressure)
+    ├── ExecutionAborted            a batch run stopped after too many errors (max_errors)
     ├── NotFound                    a named thing (model, program, version, job, ...) does not exist
     ├── AlreadyExists               a named thing already exists
     ├── InvalidTransition           a state machine refused an event in its current state
@@ -52,6 +53,7 @@ __all__ = [
     "ContextWindowExceeded",
     "DSPexError",
     "DeploymentError",
+    "ExecutionAborted",
     "ExperimentError",
     "InvalidTransition",
     "JobError",
@@ -256,6 +258,14 @@ class ToolError(DSPexError):
 class Overloaded(DSPexError):
     retryable = True
     default_hint = "Retry later, lower the request rate, or raise the concurrency limit / add replicas."
+
+
+class ExecutionAborted(DSPexError):
+    """A batch (Evaluate, Module.batch, an optimizer's evaluation) stopped after too many errors.
+
+    ``errors`` counts them; the first one is chained as ``__cause__``."""
+
+    default_hint = "Fix the failing examples, or raise max_errors to tolerate more failures."
 
 
 class NotFound(DSPexError):

@@ -98,6 +98,10 @@ class BaseLM:
 
     #: the provider name used in telemetry and errors ("openai", "anthropic", "dummy", ...)
     provider: str = "base"
+    #: request features this LM's provider accepts: "json_schema" (strict structured output),
+    #: "json_object" (JSON mode), "tools", "n" (several choices in one request), "streaming".
+    #: Adapters pick their request strategy from it; a subclass sets it per provider / model.
+    capabilities: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -134,6 +138,10 @@ class BaseLM:
         if type(self).forward is BaseLM.forward:
             raise NotImplementedError(f"{type(self).__name__} must implement forward or aforward.")
         return self.forward(prompt=prompt, messages=messages, **kwargs)
+
+    def supports(self, feature: str) -> bool:
+        """Whether the provider accepts a request feature (see ``capabilities``)."""
+        return feature in self.capabilities
 
     # -- the DSPy call surface ----------------------------------------------------------------
     def __call__(

@@ -1,0 +1,7 @@
+"""Predictors: Predict, ChainOfThought, ReAct, and the program graph."""
+
+from dspex.predict.chain_of_thought import ChainOfThought
+from dspex.predict.predict import Predict
+from dspex.predict.react import ReAct
+
+__all__ = ["ChainOfThought", "Predict", "ReAct"]
