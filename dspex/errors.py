@@ -89,6 +89,9 @@ def _rebuild(cls: type[DSPexError], message: str, fields: dict[str, Any]) -> DSP
 class DSPexError(Exception):
     """Base class. ``message`` is the whole human sentence; ``fields`` the structured data."""
 
+    message: str
+    fields: dict[str, Any]
+
     #: a short hint appended to the message when the raiser gives none
     default_hint: str = ""
 
@@ -134,6 +137,9 @@ class SignatureError(DSPexError):
 class ValidationError(DSPexError):
     """A value breaks a field's type or constraint. ``field`` and ``constraint`` name which."""
 
+    field: str | None
+    constraint: str | None
+
     def __init__(
         self,
         message: str,
@@ -152,6 +158,10 @@ class AdapterParseError(DSPexError):
         "The model did not follow the output format; try JSONAdapter, a stronger model, "
         "or fewer/clearer output fields."
     )
+
+    adapter_name: str
+    lm_response: str | None
+    parsed_result: dict[str, Any] | None
 
     def __init__(
         self,
@@ -180,6 +190,11 @@ class ProviderError(DSPexError):
     """
 
     retryable: bool = False
+    provider: str | None
+    model: str | None
+    status: int | None
+    retry_after_s: float | None
+    provider_message: str | None
 
     def __init__(
         self,
@@ -278,6 +293,11 @@ class AlreadyExists(DSPexError):
 
 class InvalidTransition(DSPexError):
     """A state machine refused ``event`` in ``state``; ``allowed`` lists what it accepts there."""
+
+    machine: str
+    state: str
+    event: str
+    allowed: tuple[str, ...]
 
     def __init__(
         self,

@@ -160,7 +160,7 @@ def run_parallel(
     results = [o.value if o.error is None else None for o in outcomes]
     failed = [inputs[o.index] for o in outcomes if o.error is not None]
     errors = [o.error for o in outcomes if o.error is not None]
-    return results, failed, errors  # type: ignore[return-value]
+    return results, failed, errors
 
 
 def _progress(total: int, enabled: bool, desc: str) -> Any:

@@ -29,7 +29,7 @@ class ChainOfThought(Module):
         self,
         signature: str | type[Signature],
         rationale_field: FieldInfo | None = None,
-        rationale_field_type: type = str,
+        rationale_field_type: Any = str,
         **config: Any,
     ) -> None:
         super().__init__()

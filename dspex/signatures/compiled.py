@@ -116,7 +116,7 @@ class FieldSpec:
     def validator(self) -> TypeAdapter[Any]:
         if self._validator is None:
             ann = typing.Annotated[(self.annotation, *self.metadata)] if self.metadata else self.annotation
-            self._validator = TypeAdapter(ann)
+            self._validator = TypeAdapter(ann)  # type: ignore[arg-type]
         return self._validator
 
     @property
@@ -138,7 +138,7 @@ class CompiledSignature:
     outputs: tuple[FieldSpec, ...]
     compile_s: float = 0.0
     #: rendered prompt pieces, keyed by the adapter that made them
-    templates: dict[str, Any] = field(default_factory=dict)
+    templates: dict[Any, Any] = field(default_factory=dict)
 
     @cached_property
     def input_names(self) -> tuple[str, ...]:
@@ -294,7 +294,8 @@ def _compile_slow(sig: Any) -> CompiledSignature:
     telemetry.emit(("dspex", "cache", "miss"), {"count": 1}, {"cache": "signature"})
     with telemetry.span(_COMPILE_EVENT, signature=sig.__name__, fields=len(sig.model_fields)):
         t0 = time.perf_counter()
-        inputs, outputs = [], []
+        inputs: list[FieldSpec] = []
+        outputs: list[FieldSpec] = []
         for name, info in sig.fields.items():
             extra = info.json_schema_extra or {}
             desc = str(extra.get("desc", ""))

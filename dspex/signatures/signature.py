@@ -83,7 +83,7 @@ class SignatureMeta(type(pydantic.BaseModel)):  # type: ignore[misc]
                     f"Field {name!r} of signature {cls.__name__} is not declared with InputField() or "
                     f"OutputField(); write `{name}: <type> = dspex.InputField()` (or OutputField())."
                 )
-            extra = dict(info.json_schema_extra or {})  # type: ignore[arg-type]
+            extra = dict(info.json_schema_extra or {})
             extra.setdefault("prefix", infer_prefix(name) + ":")
             extra.setdefault("desc", f"${{{name}}}")
             info.json_schema_extra = extra
@@ -190,7 +190,7 @@ class Signature(pydantic.BaseModel, metaclass=SignatureMeta):
             return False
         from dspex.signatures.compiled import content_hash
 
-        return content_hash(cls) == content_hash(other)  # type: ignore[arg-type]
+        return content_hash(cls) == content_hash(other)
 
     @classmethod
     def content_hash(cls) -> str:
@@ -273,7 +273,7 @@ def make_signature(
     # Fresh FieldInfo objects so two signatures never share mutable metadata.
     defs: dict[str, Any] = {name: (ann, copy.deepcopy(info)) for name, (ann, info) in fields.items()}
     try:
-        sig = pydantic.create_model(signature_name, __base__=Signature, __doc__=instructions, **defs)
+        sig: type[pydantic.BaseModel] = pydantic.create_model(signature_name, __base__=Signature, __doc__=instructions, **defs)
     except SignatureError:
         raise
     except Exception as exc:
@@ -289,7 +289,7 @@ def ensure_signature(signature: str | type[Signature] | None, instructions: str 
     if isinstance(signature, SignatureMeta):
         if instructions is not None:
             raise SignatureError("Pass instructions only with a string signature; use Sig.with_instructions(...) otherwise.")
-        return signature  # type: ignore[return-value]
+        return signature
     raise SignatureError(
         f"A signature is a string like 'question -> answer' or a Signature class, got {type(signature).__name__}."
     )
@@ -318,7 +318,9 @@ def _caller_namespace() -> dict[str, Any]:
 
 
 def _split_top_level(text: str) -> list[str]:
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
     for ch in text:
         if ch in "[(":
             depth += 1
