@@ -13,11 +13,11 @@ The core (this package) never imports Ray; ``dspex.actors``, ``dspex.pipelines``
 
 from typing import Any
 
-from dspex import errors, telemetry
+from dspex import errors, telemetry, types
 from dspex.adapters import Adapter, ChatAdapter, JSONAdapter
 from dspex.clients.base_lm import BaseLM, inspect_history
 from dspex.evaluate import Evaluate, EvaluationResult
-from dspex.predict import ChainOfThought, Predict, ReAct
+from dspex.predict import ChainOfThought, Predict, ProgramGraph, ReAct
 from dspex.primitives import BaseModule, Completions, Example, Module, Parameter, Prediction, Tool
 from dspex.settings import configure, context, settings
 from dspex.signatures import InputField, OutputField, Signature, ensure_signature, make_signature
@@ -42,6 +42,7 @@ __all__ = [
     "Parameter",
     "Predict",
     "Prediction",
+    "ProgramGraph",
     "ReAct",
     "Signature",
     "Tool",
@@ -53,6 +54,7 @@ __all__ = [
     "make_signature",
     "settings",
     "telemetry",
+    "types",
 ]
 
 # Names whose modules are heavier or optional; imported on first use.

@@ -21,6 +21,7 @@
     ├── ToolError                   a ReAct tool raised or was called with bad arguments
     ├── Overloaded                  a bounded queue or concurrency limit is full (backpressure)
     ├── ExecutionAborted            a batch run stopped after too many errors (max_errors)
+    ├── StepFailed                  a step of a ProgramGraph raised (step, level)
     ├── NotFound                    a named thing (model, program, version, job, ...) does not exist
     ├── AlreadyExists               a named thing already exists
     ├── InvalidTransition           a state machine refused an event in its current state
@@ -69,6 +70,7 @@ __all__ = [
     "RoutingError",
     "SecretError",
     "SignatureError",
+    "StepFailed",
     "StoreError",
     "ToolError",
     "ValidationError",
@@ -281,6 +283,10 @@ class ExecutionAborted(DSPexError):
     ``errors`` counts them; the first one is chained as ``__cause__``."""
 
     default_hint = "Fix the failing examples, or raise max_errors to tolerate more failures."
+
+
+class StepFailed(DSPexError):
+    """A step of a ProgramGraph raised; ``step`` and ``level`` say which; the cause is chained."""
 
 
 class NotFound(DSPexError):

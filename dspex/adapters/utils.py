@@ -108,8 +108,7 @@ def parse_value(value: Any, spec: FieldSpec) -> Any:
         try:
             return spec.validator.validate_python(text)
         except pydantic.ValidationError as exc:
-            problems = "; ".join(e["msg"] for e in exc.errors()[:3])
-            raise ValueError(f"field `{spec.name}` expects str{_constraint_words(spec)}: {problems}") from None
+            raise ValueError(_explain(exc, spec)) from None
     if inspect.isclass(ann) and issubclass(ann, enum.Enum):
         return _find_enum_member(ann, value)
     origin = get_origin(ann)
@@ -138,12 +137,14 @@ def parse_value(value: Any, spec: FieldSpec) -> Any:
                 candidate = value
         return validator.validate_python(candidate)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(f"{e['msg']}" for e in exc.errors()[:3])
-        raise ValueError(f"field `{spec.name}` expects {spec.type_name}{_constraint_words(spec)}: {problems}") from None
+        raise ValueError(_explain(exc, spec)) from None
 
 
-def _constraint_words(spec: FieldSpec) -> str:
-    return f" ({spec.constraints})" if spec.constraints else ""
+def _explain(exc: pydantic.ValidationError, spec: FieldSpec) -> str:
+    """One sentence naming the field and the constraint broken (dspex.types' wording)."""
+    from dspex.types import from_pydantic_error
+
+    return str(from_pydantic_error(exc, annotation=spec.annotation, field=spec.name))
 
 
 def parse_error(adapter: str, message: str, completion: str, parsed: dict[str, Any] | None = None) -> AdapterParseError:

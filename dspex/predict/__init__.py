@@ -1,7 +1,8 @@
 """Predictors: Predict, ChainOfThought, ReAct, and the program graph."""
 
 from dspex.predict.chain_of_thought import ChainOfThought
+from dspex.predict.graph import ProgramGraph
 from dspex.predict.predict import Predict
 from dspex.predict.react import ReAct
 
-__all__ = ["ChainOfThought", "Predict", "ReAct"]
+__all__ = ["ChainOfThought", "Predict", "ProgramGraph", "ReAct"]

@@ -222,6 +222,28 @@ def _strictify(schema: dict[str, Any]) -> dict[str, Any]:
     return typing.cast(dict[str, Any], walk(schema))
 
 
+_CONSTRAINT_WORDS = {
+    "gt": "greater than",
+    "ge": "greater than or equal to",
+    "lt": "less than",
+    "le": "less than or equal to",
+    "multiple_of": "a multiple of",
+    "min_length": "minimum length",
+    "max_length": "maximum length",
+}
+
+
+def _describe_metadata(metadata: list[Any]) -> str:
+    """Constraints carried by the type itself (``Annotated[float, Field(ge=0, le=1)]``), in words."""
+    parts = []
+    for item in metadata:
+        for attr, words in _CONSTRAINT_WORDS.items():
+            value = getattr(item, attr, None)
+            if value is not None:
+                parts.append(f"{words}: {value}")
+    return ", ".join(parts)
+
+
 def _type_key(annotation: Any) -> str:
     if inspect.isclass(annotation) and issubclass(annotation, pydantic.BaseModel):
         schema = json.dumps(annotation.model_json_schema(), sort_keys=True)
@@ -306,7 +328,7 @@ def _compile_slow(sig: Any) -> CompiledSignature:
                 type_name=get_annotation_name(info.annotation),
                 prefix=str(extra.get("prefix", "")),
                 desc="" if desc == f"${{{name}}}" else desc,
-                constraints=str(extra.get("constraints", "")),
+                constraints=str(extra.get("constraints", "")) or _describe_metadata(info.metadata),
                 is_str=info.annotation is str and not info.metadata,
                 metadata=tuple(info.metadata),
             )
