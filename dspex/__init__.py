@@ -17,43 +17,56 @@ from dspex import errors, telemetry, types
 from dspex.adapters import Adapter, ChatAdapter, JSONAdapter
 from dspex.clients.base_lm import BaseLM, inspect_history
 from dspex.evaluate import Evaluate, EvaluationResult
-from dspex.predict import ChainOfThought, Predict, ProgramGraph, ReAct
-from dspex.primitives import BaseModule, Completions, Example, Module, Parameter, Prediction, Tool
+from dspex.predict import BestOfN, ChainOfThought, Predict, ProgramGraph, ReAct, Refine, majority
+from dspex.primitives import BaseModule, Completions, Example, History, Module, Parameter, Prediction, Tool
 from dspex.settings import configure, context, settings
 from dspex.signatures import InputField, OutputField, Signature, ensure_signature, make_signature
+from dspex.utils.callback import BaseCallback
+from dspex.utils.parallelizer import Parallel, asyncify
+from dspex.utils.saving import load
+from dspex.utils.usage_tracker import track_usage
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Adapter",
+    "BaseCallback",
     "BaseLM",
     "BaseModule",
+    "BestOfN",
     "ChainOfThought",
     "ChatAdapter",
     "Completions",
     "Evaluate",
     "EvaluationResult",
     "Example",
+    "History",
     "InputField",
     "JSONAdapter",
     "LM",
     "Module",
     "OutputField",
+    "Parallel",
     "Parameter",
     "Predict",
     "Prediction",
     "ProgramGraph",
     "ReAct",
+    "Refine",
     "Signature",
     "Tool",
+    "asyncify",
     "configure",
     "context",
     "ensure_signature",
     "errors",
     "inspect_history",
+    "load",
+    "majority",
     "make_signature",
     "settings",
     "telemetry",
+    "track_usage",
     "types",
 ]
 

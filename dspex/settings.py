@@ -35,6 +35,7 @@ _DEFAULTS: dict[str, Any] = {
     "provide_traceback": False,
     "send_stream": None,
     "stream_listeners": [],
+    "refine_hint": None,
 }
 
 _overrides: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(

@@ -18,6 +18,7 @@ from dspex.adapters.utils import format_field_value, parse_error
 from dspex.clients.base_lm import BaseLM
 from dspex.errors import AdapterParseError
 from dspex.signatures.compiled import CompiledSignature, FieldSpec, compile_signature
+from dspex.utils.callback import active_callbacks, with_callbacks
 
 __all__ = ["Adapter", "FIELD_HEADER", "INCOMPLETE_DEMO_PREFIX"]
 
@@ -50,7 +51,7 @@ class Adapter:
         inputs: dict[str, Any],
     ) -> list[dict[str, Any]]:
         compiled = compile_signature(signature)
-        messages = self.format(signature, demos, inputs)
+        messages = self._format(signature, demos, inputs)
         kwargs = self.request_kwargs(lm, compiled, dict(lm_kwargs))
         outputs = lm(messages=messages, **kwargs)
         return self.postprocess(signature, compiled, outputs)
@@ -64,10 +65,24 @@ class Adapter:
         inputs: dict[str, Any],
     ) -> list[dict[str, Any]]:
         compiled = compile_signature(signature)
-        messages = self.format(signature, demos, inputs)
+        messages = self._format(signature, demos, inputs)
         kwargs = self.request_kwargs(lm, compiled, dict(lm_kwargs))
         outputs = await lm.acall(messages=messages, **kwargs)
         return self.postprocess(signature, compiled, outputs)
+
+    def _format(self, signature: Any, demos: list[Any], inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        cbs = active_callbacks(self)
+        if cbs:
+            args = {"signature": signature, "demos": demos, "inputs": inputs}
+            return with_callbacks(cbs, "adapter_format", self, args, lambda: self.format(signature, demos, inputs))
+        return self.format(signature, demos, inputs)
+
+    def _parse(self, signature: Any, completion: str) -> dict[str, Any]:
+        cbs = active_callbacks(self)
+        if cbs:
+            args = {"signature": signature, "completion": completion}
+            return with_callbacks(cbs, "adapter_parse", self, args, lambda: self.parse(signature, completion))
+        return self.parse(signature, completion)
 
     def request_kwargs(self, lm: BaseLM, compiled: CompiledSignature, lm_kwargs: dict[str, Any]) -> dict[str, Any]:
         """Extra request settings this format needs (response_format, tools). Default: none."""
@@ -86,7 +101,7 @@ class Adapter:
             if not text:
                 raise parse_error(self.name, "The LM returned an empty reply.", str(output))
             try:
-                value = self.parse(signature, text)
+                value = self._parse(signature, text)
             except AdapterParseError:
                 telemetry.emit(_PARSE_FAILED, {"count": 1}, {"adapter": self.name, "signature": compiled.name})
                 raise
@@ -107,11 +122,35 @@ class Adapter:
     # -- assembling messages --------------------------------------------------------------------
     def format(self, signature: Any, demos: list[Any], inputs: dict[str, Any]) -> list[dict[str, Any]]:
         compiled = compile_signature(signature)
+        history_field = _history_field(compiled)
+        if history_field is not None:
+            return self._format_with_history(signature, demos, inputs, history_field)
         messages: list[dict[str, Any]] = [{"role": "system", "content": self.system_message(signature, compiled)}]
         if demos:
             messages.extend(self.format_demos(signature, demos))
         content = self.format_user_message_content(signature, inputs, main_request=True)
         messages.append({"role": "user", "content": content})
+        return messages
+
+    def _format_with_history(
+        self, signature: Any, demos: list[Any], inputs: dict[str, Any], history_field: str
+    ) -> list[dict[str, Any]]:
+        """A History input becomes user/assistant turns after the demos (as DSPy renders it)."""
+        without = signature.delete(history_field)
+        messages: list[dict[str, Any]] = [{"role": "system", "content": self.system_message(without)}]
+        if demos:
+            messages.extend(self.format_demos(without, demos))
+        history = inputs.get(history_field)
+        for turn in getattr(history, "messages", None) or []:
+            messages.append({"role": "user", "content": self.format_user_message_content(without, turn)})
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": self.format_assistant_message_content(without, turn, missing_field_message=_MISSING_IN_HISTORY),
+                }
+            )
+        rest = {k: v for k, v in inputs.items() if k != history_field}
+        messages.append({"role": "user", "content": self.format_user_message_content(without, rest, main_request=True)})
         return messages
 
     def system_message(self, signature: Any, compiled: CompiledSignature | None = None) -> str:
@@ -215,6 +254,17 @@ class Adapter:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def _history_field(compiled: CompiledSignature) -> str | None:
+    key = ("history_field",)
+    if key in compiled.templates:
+        return compiled.templates[key]
+    from dspex.primitives.history import History
+
+    found = next((spec.name for spec in compiled.inputs if spec.annotation is History), None)
+    compiled.templates[key] = found
+    return found
 
 
 def describe_fields(specs: tuple[FieldSpec, ...]) -> str:

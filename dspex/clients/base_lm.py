@@ -18,6 +18,7 @@ from typing import Any
 from dspex import telemetry
 from dspex.settings import settings
 from dspex.utils.asyncio_bridge import run_sync
+from dspex.utils.callback import active_callbacks, with_callbacks, with_callbacks_async
 
 __all__ = [
     "GLOBAL_HISTORY",
@@ -115,6 +116,7 @@ class BaseLM:
         self.model = model
         self.model_type = model_type
         self.cache = cache
+        self.callbacks: list[Any] = list(kwargs.pop("callbacks", None) or [])
         self.kwargs: dict[str, Any] = dict(kwargs)
         if temperature is not None:
             self.kwargs["temperature"] = temperature
@@ -147,6 +149,13 @@ class BaseLM:
     def __call__(
         self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
     ) -> list[Any]:
+        cbs = active_callbacks(self)
+        if cbs:
+            inputs = {"prompt": prompt, "messages": messages, **kwargs}
+            return with_callbacks(cbs, "lm", self, inputs, lambda: self._invoke(prompt, messages, kwargs))
+        return self._invoke(prompt, messages, kwargs)
+
+    def _invoke(self, prompt: str | None, messages: list[dict[str, Any]] | None, kwargs: dict[str, Any]) -> list[Any]:
         messages = self._messages(prompt, messages)
         merged = {**self.kwargs, **kwargs}
         t0 = time.perf_counter()
@@ -158,6 +167,13 @@ class BaseLM:
     async def acall(
         self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
     ) -> list[Any]:
+        cbs = active_callbacks(self)
+        if cbs:
+            inputs = {"prompt": prompt, "messages": messages, **kwargs}
+            return await with_callbacks_async(cbs, "lm", self, inputs, lambda: self._ainvoke(prompt, messages, kwargs))
+        return await self._ainvoke(prompt, messages, kwargs)
+
+    async def _ainvoke(self, prompt: str | None, messages: list[dict[str, Any]] | None, kwargs: dict[str, Any]) -> list[Any]:
         messages = self._messages(prompt, messages)
         merged = {**self.kwargs, **kwargs}
         t0 = time.perf_counter()

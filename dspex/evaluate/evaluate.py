@@ -27,6 +27,7 @@ from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
 from dspex.settings import settings
 from dspex.utils.asyncio_bridge import run_sync
+from dspex.utils.callback import active_callbacks, with_callbacks
 
 __all__ = ["EvaluationResult", "Evaluate"]
 
@@ -63,8 +64,10 @@ class Evaluate:
         return_outputs: bool = False,
         save_as_csv: str | None = None,
         save_as_json: str | None = None,
+        callbacks: list[Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        self.callbacks = callbacks or []
         self.devset = devset
         self.metric = metric
         self.num_threads = num_threads
@@ -92,20 +95,27 @@ class Evaluate:
         save_as_csv: str | None = None,
         save_as_json: str | None = None,
     ) -> Any:
-        return run_sync(
-            self.acall(
-                program,
-                metric=metric,
-                devset=devset,
-                num_threads=num_threads,
-                display_progress=display_progress,
-                display_table=display_table,
-                return_all_scores=return_all_scores,
-                return_outputs=return_outputs,
-                save_as_csv=save_as_csv,
-                save_as_json=save_as_json,
+        def run() -> Any:
+            return run_sync(
+                self.acall(
+                    program,
+                    metric=metric,
+                    devset=devset,
+                    num_threads=num_threads,
+                    display_progress=display_progress,
+                    display_table=display_table,
+                    return_all_scores=return_all_scores,
+                    return_outputs=return_outputs,
+                    save_as_csv=save_as_csv,
+                    save_as_json=save_as_json,
+                )
             )
-        )
+
+        cbs = active_callbacks(self)
+        if cbs:
+            inputs = {"program": program, "metric": metric, "devset": devset, "metadata": callback_metadata}
+            return with_callbacks(cbs, "evaluate", self, inputs, run)
+        return run()
 
     async def acall(
         self,

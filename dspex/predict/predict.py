@@ -12,11 +12,12 @@ from dspex.adapters.chat_adapter import ChatAdapter
 from dspex.clients.base_lm import BaseLM
 from dspex.errors import ConfigurationError
 from dspex.primitives.example import Example
-from dspex.primitives.module import Module, Parameter
+from dspex.primitives.module import Module, Parameter, atracked, tracked
 from dspex.primitives.prediction import Prediction
 from dspex.settings import settings
 from dspex.signatures.compiled import compile_signature
 from dspex.signatures.signature import Signature, ensure_signature
+from dspex.utils.callback import active_callbacks, with_callbacks, with_callbacks_async
 
 __all__ = ["Predict"]
 
@@ -77,11 +78,21 @@ class Predict(Module, Parameter):
                 f"Predict takes keyword arguments only (the input fields {list(self.signature.input_fields)}), "
                 f"e.g. predict(question=...); got {len(args)} positional argument(s)."
             )
+        if settings.get("track_usage") and settings.get("usage_tracker") is None:
+            return tracked(lambda: self(**kwargs))
+        cbs = active_callbacks(self)
+        if cbs:
+            return with_callbacks(cbs, "module", self, kwargs, lambda: self.forward(**kwargs))
         return self.forward(**kwargs)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Prediction:
         if args:
             raise ValueError("Predict takes keyword arguments only (its input fields).")
+        if settings.get("track_usage") and settings.get("usage_tracker") is None:
+            return await atracked(lambda: self.acall(**kwargs))
+        cbs = active_callbacks(self)
+        if cbs:
+            return await with_callbacks_async(cbs, "module", self, kwargs, lambda: self.aforward(**kwargs))
         return await self.aforward(**kwargs)
 
     def forward(self, **kwargs: Any) -> Prediction:
@@ -120,6 +131,8 @@ class Predict(Module, Parameter):
             if temperature is None or temperature <= 0.15:
                 config = {**config, "temperature": 0.7}
         compiled = compile_signature(signature)
+        if "hint_" in compiled.input_names and "hint_" not in kwargs:
+            kwargs["hint_"] = settings.get("refine_hint") or "No hint."
         present = [k for k in compiled.input_names if k in kwargs]
         if len(present) != len(compiled.input_names):
             missing = [k for k in compiled.input_names if k not in kwargs]

@@ -21,6 +21,8 @@ from typing import Any
 
 from dspex import telemetry
 from dspex.errors import ConfigurationError
+from dspex.settings import settings
+from dspex.utils.callback import active_callbacks, with_callbacks, with_callbacks_async
 
 __all__ = ["BaseModule", "Module", "Parameter"]
 
@@ -224,7 +226,12 @@ class Module(BaseModule):
     callbacks: list[Any] | tuple[Any, ...] = ()
 
     def __init__(self, callbacks: list[Any] | None = None) -> None:
-        self.callbacks = callbacks or []
+        if callbacks is not None and not isinstance(callbacks, list | tuple):
+            raise TypeError(
+                f"callbacks must be a list of dspex.BaseCallback, got {type(callbacks).__name__}. (To give "
+                "instructions, write dspex.Predict(dspex.Signature('a -> b', 'instructions')).)"
+            )
+        self.callbacks = list(callbacks or [])
         self._compiled = False
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -236,11 +243,21 @@ class Module(BaseModule):
         return await loop.run_in_executor(None, lambda: ctx.run(self.forward, *args, **kwargs))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if settings.get("track_usage") and settings.get("usage_tracker") is None:
+            return tracked(lambda: self.__call__(*args, **kwargs))
+        cbs = active_callbacks(self)
         with telemetry.span(_MODULE_EVENT, module=type(self).__name__):
+            if cbs:
+                return with_callbacks(cbs, "module", self, kwargs, lambda: self.forward(*args, **kwargs))
             return self.forward(*args, **kwargs)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        if settings.get("track_usage") and settings.get("usage_tracker") is None:
+            return await atracked(lambda: self.acall(*args, **kwargs))
+        cbs = active_callbacks(self)
         async with telemetry.span(_MODULE_EVENT, module=type(self).__name__):
+            if cbs:
+                return await with_callbacks_async(cbs, "module", self, kwargs, lambda: self.aforward(*args, **kwargs))
             return await self.aforward(*args, **kwargs)
 
     def named_predictors(self) -> list[tuple[str, Any]]:
@@ -302,6 +319,27 @@ class Module(BaseModule):
     def __repr__(self) -> str:
         lines = [f"{name} = {p!r}" for name, p in self.named_predictors()]
         return "\n".join(lines) if lines else f"{type(self).__name__}()"
+
+
+def tracked(fn: Callable[[], Any]) -> Any:
+    """Run a top-level call with a usage tracker; attach its totals to the prediction."""
+    from dspex.utils.usage_tracker import track_usage
+
+    with track_usage() as tracker:
+        out = fn()
+    if hasattr(out, "set_lm_usage"):
+        out.set_lm_usage(tracker.get_total_tokens())
+    return out
+
+
+async def atracked(fn: Callable[[], Any]) -> Any:
+    from dspex.utils.usage_tracker import track_usage
+
+    with track_usage() as tracker:
+        out = await fn()
+    if hasattr(out, "set_lm_usage"):
+        out.set_lm_usage(tracker.get_total_tokens())
+    return out
 
 
 def _set_by_path(obj: Any, path: str, value: Any) -> None:

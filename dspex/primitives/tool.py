@@ -11,6 +11,7 @@ import pydantic
 from pydantic import TypeAdapter
 
 from dspex.errors import ToolError
+from dspex.utils.callback import active_callbacks, with_callbacks, with_callbacks_async
 
 __all__ = ["Tool"]
 
@@ -27,7 +28,9 @@ class Tool:
         args: dict[str, Any] | None = None,
         arg_types: dict[str, Any] | None = None,
         arg_desc: dict[str, str] | None = None,
+        callbacks: list[Any] | None = None,
     ) -> None:
+        self.callbacks = callbacks or []
         if not callable(func):
             raise ToolError(f"A tool wraps a callable; got {type(func).__name__}.")
         self.func = func
@@ -94,6 +97,12 @@ class Tool:
         return parsed
 
     def __call__(self, **kwargs: Any) -> Any:
+        cbs = active_callbacks(self)
+        if cbs:
+            return with_callbacks(cbs, "tool", self, kwargs, lambda: self._call(kwargs))
+        return self._call(kwargs)
+
+    def _call(self, kwargs: dict[str, Any]) -> Any:
         result = self.func(**self._parse_args(kwargs))
         if inspect.isawaitable(result):
             from dspex.utils.asyncio_bridge import run_sync
@@ -105,6 +114,12 @@ class Tool:
         return result
 
     async def acall(self, **kwargs: Any) -> Any:
+        cbs = active_callbacks(self)
+        if cbs:
+            return await with_callbacks_async(cbs, "tool", self, kwargs, lambda: self._acall(kwargs))
+        return await self._acall(kwargs)
+
+    async def _acall(self, kwargs: dict[str, Any]) -> Any:
         parsed = self._parse_args(kwargs)
         if inspect.iscoroutinefunction(self.func):
             return await self.func(**parsed)
