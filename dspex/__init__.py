@@ -13,7 +13,7 @@ The core (this package) never imports Ray; ``dspex.actors``, ``dspex.pipelines``
 
 from typing import Any
 
-from dspex import errors, telemetry, types
+from dspex import errors, streaming, telemetry, types
 from dspex.adapters import Adapter, ChatAdapter, JSONAdapter
 from dspex.clients.base_lm import BaseLM, inspect_history
 from dspex.evaluate import Evaluate, EvaluationResult
@@ -21,6 +21,7 @@ from dspex.predict import BestOfN, ChainOfThought, Predict, ProgramGraph, ReAct,
 from dspex.primitives import BaseModule, Completions, Example, History, Module, Parameter, Prediction, Tool
 from dspex.settings import configure, context, settings
 from dspex.signatures import InputField, OutputField, Signature, ensure_signature, make_signature
+from dspex.streaming import streamify
 from dspex.utils.callback import BaseCallback
 from dspex.utils.parallelizer import Parallel, asyncify
 from dspex.utils.saving import load
@@ -65,6 +66,8 @@ __all__ = [
     "majority",
     "make_signature",
     "settings",
+    "streamify",
+    "streaming",
     "telemetry",
     "track_usage",
     "types",

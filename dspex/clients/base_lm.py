@@ -176,11 +176,39 @@ class BaseLM:
     async def _ainvoke(self, prompt: str | None, messages: list[dict[str, Any]] | None, kwargs: dict[str, Any]) -> list[Any]:
         messages = self._messages(prompt, messages)
         merged = {**self.kwargs, **kwargs}
+        queue = settings.get("send_stream")
+        if queue is not None and hasattr(self, "astream") and int(merged.get("n", 1) or 1) == 1:
+            return await self._astream_to(queue, prompt, messages, merged)
         t0 = time.perf_counter()
         with telemetry.span(_LM_EVENT, model=self.model, provider=self.provider) as sp:
             response = await self.aforward(messages=messages, **merged)
             self._measure(sp, response)
         return self._finish(prompt, messages, merged, response, time.perf_counter() - t0)
+
+    async def _astream_to(
+        self, queue: Any, prompt: str | None, messages: list[dict[str, Any]], merged: dict[str, Any]
+    ) -> list[Any]:
+        """Inside ``streamify``: stream the reply, sending each text delta to the call's queue.
+
+        ``astream`` records history itself; the assembled reply's outputs are returned as usual.
+        """
+        from dspex.streaming.streamify import _RawChunk
+
+        predict = settings.get("caller_predict")
+        final = None
+        async for chunk in self.astream(messages=messages, **merged):  # type: ignore[attr-defined]
+            if getattr(chunk, "done", False):
+                final = chunk.response
+                continue
+            if chunk.text:
+                queue.put_nowait(_RawChunk(predict, chunk.text))
+        queue.put_nowait(_RawChunk(predict, "", done=True))
+        if final is None:
+            entry = self.history[-1] if self.history else None
+            if entry is None:
+                raise RuntimeError(f"{type(self).__name__}.astream ended without a reply.")
+            return list(entry["outputs"])
+        return [self._output(c) for c in final.choices]
 
     # -- helpers --------------------------------------------------------------------------------
     @staticmethod

@@ -106,7 +106,11 @@ class Predict(Module, Parameter):
         lm, config, signature, demos, inputs = self._preprocess(kwargs)
         adapter: Adapter = settings.get("adapter") or _DEFAULT_ADAPTER
         async with telemetry.span(_PREDICT_EVENT, signature=signature.__name__, predictor=self.stage):
-            completions = await adapter.acall(lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs)
+            if settings.get("send_stream") is not None:
+                with settings.context(caller_predict=self):
+                    completions = await adapter.acall(lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs)
+            else:
+                completions = await adapter.acall(lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs)
         return self._postprocess(completions, signature, inputs)
 
     def _preprocess(self, kwargs: dict[str, Any]) -> tuple[BaseLM, dict[str, Any], Any, list[Any], dict[str, Any]]:

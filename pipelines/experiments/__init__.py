@@ -1,0 +1,121 @@
+"""Experiments: statistics for offline variant comparisons and online A/B tests.
+
+Offline (``stats``): paired tests on per-example results of variants evaluated on the same
+test examples, with multiple-comparison correction, effect sizes, power / MDE and a written
+conclusion (``compare_variants``), and ``non_inferiority`` for canary vs champion.
+Online (``online_stats``): sticky weighted assignment, sample-ratio-mismatch checks, Welch /
+two-proportion tests, always-valid confidence sequences and guardrails (``online_verdict``).
+
+Everything here is pure computation over numpy arrays (scipy / statsmodels underneath), with
+frozen dataclass results that serialise with ``.to_dict()``.
+"""
+
+from dspex.pipelines.experiments.assignment import Assigner, assign, unit_bucket
+from dspex.pipelines.experiments.online_stats import (
+    ArmComparison,
+    ArmSummary,
+    Guardrail,
+    GuardrailResult,
+    OnlinePlan,
+    OnlineVerdict,
+    SRMResult,
+    TwoSampleResult,
+    online_verdict,
+    sequential_difference,
+    srm_check,
+    two_proportion_z_test,
+    welch_t_test,
+)
+from dspex.pipelines.experiments.paired_tests import (
+    AdjustedPValues,
+    BootstrapResult,
+    CohensDz,
+    Interval,
+    McNemarResult,
+    PermutationResult,
+    adjust_p_values,
+    cohens_dz,
+    mcnemar_test,
+    paired_bootstrap,
+    paired_permutation,
+    tango_interval,
+    wilson_interval,
+)
+from dspex.pipelines.experiments.power import (
+    PowerReport,
+    mcnemar_mde,
+    mcnemar_power,
+    mcnemar_sample_size,
+    paired_t_mde,
+    paired_t_power,
+    paired_t_sample_size,
+    power_report,
+    power_report_from_results,
+)
+from dspex.pipelines.experiments.sequential import (
+    SequentialMonitor,
+    SequentialResult,
+    difference_sequence,
+    mixture_rho,
+    sequence_p_value,
+    sequence_radius,
+)
+from dspex.pipelines.experiments.stats import (
+    ComparisonReport,
+    NonInferiorityResult,
+    VariantComparison,
+    compare_variants,
+    non_inferiority,
+)
+
+__all__ = [
+    "AdjustedPValues",
+    "ArmComparison",
+    "ArmSummary",
+    "Assigner",
+    "BootstrapResult",
+    "CohensDz",
+    "ComparisonReport",
+    "Guardrail",
+    "GuardrailResult",
+    "Interval",
+    "McNemarResult",
+    "NonInferiorityResult",
+    "OnlinePlan",
+    "OnlineVerdict",
+    "PermutationResult",
+    "PowerReport",
+    "SRMResult",
+    "SequentialMonitor",
+    "SequentialResult",
+    "TwoSampleResult",
+    "VariantComparison",
+    "adjust_p_values",
+    "assign",
+    "cohens_dz",
+    "compare_variants",
+    "difference_sequence",
+    "mcnemar_mde",
+    "mcnemar_power",
+    "mcnemar_sample_size",
+    "mcnemar_test",
+    "mixture_rho",
+    "non_inferiority",
+    "online_verdict",
+    "paired_bootstrap",
+    "paired_permutation",
+    "paired_t_mde",
+    "paired_t_power",
+    "paired_t_sample_size",
+    "power_report",
+    "power_report_from_results",
+    "sequence_p_value",
+    "sequence_radius",
+    "sequential_difference",
+    "srm_check",
+    "tango_interval",
+    "two_proportion_z_test",
+    "unit_bucket",
+    "welch_t_test",
+    "wilson_interval",
+]
