@@ -8,4 +8,8 @@ os.environ.setdefault("DSPEX_HOME", os.path.join(os.path.dirname(__file__), ".."
 
 pytest_plugins = [
     "fixtures.core",
+    "fixtures.sim",
+    "fixtures.clients",
+    "fixtures.store",
+    "fixtures.telemetry",
 ]

@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from dspex import telemetry
+from dspex.telemetry import names
 from dspex.adapters.utils import format_field_value, parse_error
 from dspex.clients.base_lm import BaseLM
 from dspex.errors import AdapterParseError
@@ -27,8 +28,7 @@ INCOMPLETE_DEMO_PREFIX = "This is an example of the task, though some input or o
 _MISSING_IN_DEMO = "Not supplied for this particular example. "
 _MISSING_IN_HISTORY = "Not supplied for this conversation history message. "
 
-_FORMAT_EVENT = ("dspex", "adapter", "format")
-_PARSE_FAILED = ("dspex", "adapter", "parse_error")
+_PARSE_FAILED = names.ADAPTER_PARSE_ERROR
 
 
 class Adapter:

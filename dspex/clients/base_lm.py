@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dspex import telemetry
+from dspex.telemetry import names
 from dspex.settings import settings
 from dspex.utils.asyncio_bridge import run_sync
 from dspex.utils.callback import active_callbacks, with_callbacks, with_callbacks_async
@@ -33,7 +34,7 @@ __all__ = [
 #: the last calls of every LM in the process (bounded), for ``dspex.inspect_history``
 GLOBAL_HISTORY: deque[dict[str, Any]] = deque(maxlen=10_000)
 
-_LM_EVENT = ("dspex", "lm", "call")
+_LM_EVENT = names.LM_CALL
 
 
 @dataclass(slots=True)

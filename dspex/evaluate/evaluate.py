@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dspex import telemetry
+from dspex.telemetry import names
 from dspex.evaluate.parallel import Outcome, amap, program_caller
 from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
@@ -33,8 +34,8 @@ __all__ = ["EvaluationResult", "Evaluate"]
 
 log = logging.getLogger("dspex.evaluate")
 
-_EVAL_EVENT = ("dspex", "evaluate")
-_EXAMPLE_EVENT = ("dspex", "evaluate", "example")
+_EVAL_EVENT = names.EVALUATE
+_EXAMPLE_EVENT = names.EVALUATE_EXAMPLE
 
 
 class EvaluationResult(Prediction):

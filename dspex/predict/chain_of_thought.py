@@ -7,6 +7,7 @@ from typing import Any
 from pydantic.fields import FieldInfo
 
 from dspex import telemetry
+from dspex.telemetry import names
 from dspex.predict.predict import Predict
 from dspex.primitives.module import Module
 from dspex.primitives.prediction import Prediction
@@ -15,7 +16,7 @@ from dspex.signatures.signature import Signature, ensure_signature
 
 __all__ = ["ChainOfThought"]
 
-_COT_EVENT = ("dspex", "chain_of_thought")
+_COT_EVENT = names.CHAIN_OF_THOUGHT
 
 
 class ChainOfThought(Module):

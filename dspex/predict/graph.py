@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dspex import telemetry
+from dspex.telemetry import names
 from dspex.errors import ConfigurationError, StepFailed
 from dspex.primitives.module import Module
 from dspex.primitives.prediction import Prediction
@@ -28,8 +29,8 @@ from dspex.utils.asyncio_bridge import run_sync
 
 __all__ = ["ProgramGraph", "StepFailed"]
 
-_STEP_EVENT = ("dspex", "graph", "step")
-_GRAPH_EVENT = ("dspex", "program")
+_STEP_EVENT = names.GRAPH_STEP
+_GRAPH_EVENT = names.PROGRAM
 
 
 @dataclass

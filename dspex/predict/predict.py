@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 from dspex import telemetry
+from dspex.telemetry import names
 from dspex.adapters.base import Adapter
 from dspex.adapters.chat_adapter import ChatAdapter
 from dspex.clients.base_lm import BaseLM
@@ -23,7 +24,7 @@ __all__ = ["Predict"]
 
 log = logging.getLogger("dspex.predict")
 
-_PREDICT_EVENT = ("dspex", "predict")
+_PREDICT_EVENT = names.PREDICT
 _DEFAULT_ADAPTER = ChatAdapter()
 _CALL_KEYS = ("signature", "demos", "config", "lm")
 
@@ -98,14 +99,14 @@ class Predict(Module, Parameter):
     def forward(self, **kwargs: Any) -> Prediction:
         lm, config, signature, demos, inputs = self._preprocess(kwargs)
         adapter: Adapter = settings.get("adapter") or _DEFAULT_ADAPTER
-        with telemetry.span(_PREDICT_EVENT, signature=signature.__name__, predictor=self.stage):
+        with telemetry.span(_PREDICT_EVENT, signature=signature.__name__, predictor=type(self).__name__, predictor_id=self.stage):
             completions = adapter(lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs)
         return self._postprocess(completions, signature, inputs)
 
     async def aforward(self, **kwargs: Any) -> Prediction:
         lm, config, signature, demos, inputs = self._preprocess(kwargs)
         adapter: Adapter = settings.get("adapter") or _DEFAULT_ADAPTER
-        async with telemetry.span(_PREDICT_EVENT, signature=signature.__name__, predictor=self.stage):
+        async with telemetry.span(_PREDICT_EVENT, signature=signature.__name__, predictor=type(self).__name__, predictor_id=self.stage):
             if settings.get("send_stream") is not None:
                 with settings.context(caller_predict=self):
                     completions = await adapter.acall(lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dspex import telemetry
+from dspex.telemetry import names
 from dspex.errors import ConfigurationError
 from dspex.settings import settings
 from dspex.utils.callback import active_callbacks, with_callbacks, with_callbacks_async
@@ -28,7 +29,12 @@ __all__ = ["BaseModule", "Module", "Parameter"]
 
 log = logging.getLogger("dspex.module")
 
-_MODULE_EVENT = ("dspex", "module")
+_MODULE_EVENT = names.MODULE
+
+
+def _event() -> tuple[str, ...]:
+    """The outermost module call is the program; calls below it are modules."""
+    return names.PROGRAM if telemetry.current_span() is None else _MODULE_EVENT
 
 
 class Parameter:
@@ -246,7 +252,7 @@ class Module(BaseModule):
         if settings.get("track_usage") and settings.get("usage_tracker") is None:
             return tracked(lambda: self.__call__(*args, **kwargs))
         cbs = active_callbacks(self)
-        with telemetry.span(_MODULE_EVENT, module=type(self).__name__):
+        with telemetry.span(_event(), module=type(self).__name__):
             if cbs:
                 return with_callbacks(cbs, "module", self, kwargs, lambda: self.forward(*args, **kwargs))
             return self.forward(*args, **kwargs)
@@ -255,7 +261,7 @@ class Module(BaseModule):
         if settings.get("track_usage") and settings.get("usage_tracker") is None:
             return await atracked(lambda: self.acall(*args, **kwargs))
         cbs = active_callbacks(self)
-        async with telemetry.span(_MODULE_EVENT, module=type(self).__name__):
+        async with telemetry.span(_event(), module=type(self).__name__):
             if cbs:
                 return await with_callbacks_async(cbs, "module", self, kwargs, lambda: self.aforward(*args, **kwargs))
             return await self.aforward(*args, **kwargs)

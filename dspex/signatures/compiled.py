@@ -27,6 +27,7 @@ import pydantic
 from pydantic import TypeAdapter
 
 from dspex import telemetry
+from dspex.telemetry import names
 from dspex.signatures.field import field_role
 
 __all__ = [
@@ -39,7 +40,7 @@ __all__ = [
     "get_annotation_name",
 ]
 
-_COMPILE_EVENT = ("dspex", "signature", "compile")
+_COMPILE_EVENT = names.SIGNATURE_COMPILE
 
 
 def get_annotation_name(annotation: Any) -> str:
@@ -310,10 +311,10 @@ def _compile_slow(sig: Any) -> CompiledSignature:
         if compiled is not None:
             _stats.hits += 1
             sig.__dspex_compiled__ = compiled
-            telemetry.emit(("dspex", "cache", "hit"), {"count": 1}, {"cache": "signature"})
+            telemetry.emit(names.CACHE_HIT, {"count": 1}, {"cache": "signature"})
             return compiled
         _stats.misses += 1
-    telemetry.emit(("dspex", "cache", "miss"), {"count": 1}, {"cache": "signature"})
+    telemetry.emit(names.CACHE_MISS, {"count": 1}, {"cache": "signature"})
     with telemetry.span(_COMPILE_EVENT, signature=sig.__name__, fields=len(sig.model_fields)):
         t0 = time.perf_counter()
         inputs: list[FieldSpec] = []
