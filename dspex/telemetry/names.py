@@ -121,6 +121,7 @@ EXECLOG_FLUSH: Event = ("dspex", "store", "execlog", "flush")
 EXECLOG_FLUSH_ERROR: Event = ("dspex", "store", "execlog", "flush_error")
 ALERT_TRANSITION: Event = ("dspex", "alert", "transition")
 TELEMETRY_HANDLER_DETACHED: Event = ("dspex", "telemetry", "handler_detached")
+SIM_REQUEST: Event = ("dspex", "sim", "request")  # one request served by the simulated LM server
 
 
 def start(name: Event) -> Event:
