@@ -9,8 +9,8 @@ calls or reasoning content), keeps a bounded ``history``, and emits telemetry.
 from __future__ import annotations
 
 import copy
+import random
 import time
-import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -248,7 +248,7 @@ class BaseLM:
                 "usage": response.usage.to_dict(),
                 "cost": response.cost_usd,
                 "timestamp": time.time(),
-                "uuid": str(uuid.uuid4()),
+                "uuid": f"{random.getrandbits(128):032x}",
                 "model": self.model,
                 "response_model": response.model,
                 "model_type": self.model_type,

@@ -27,7 +27,7 @@ from dspex.evaluate.parallel import Outcome, amap, program_caller
 from dspex.primitives.example import Example
 from dspex.primitives.prediction import Prediction
 from dspex.settings import settings
-from dspex.utils.asyncio_bridge import run_sync
+from dspex.utils.asyncio_bridge import SyncCallOnIOLoop, run_sync
 from dspex.utils.callback import active_callbacks, with_callbacks
 
 __all__ = ["EvaluationResult", "Evaluate"]
@@ -147,20 +147,36 @@ class Evaluate:
 
             bar = tqdm(total=len(devset), dynamic_ncols=True, leave=False)
 
-        metric_pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="dspex-metric")
+        metric_pool: ThreadPoolExecutor | None = None
         metric_is_async = inspect.iscoroutinefunction(metric)
+        metric_inline = True
+
+        async def in_thread(example: Example, prediction: Any) -> Any:
+            nonlocal metric_pool
+            if metric_pool is None:
+                metric_pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="dspex-metric")
+            ctx = contextvars.copy_context()
+            return await asyncio.get_running_loop().run_in_executor(
+                metric_pool, lambda: ctx.run(metric, example, prediction)
+            )
 
         async def one(example: Example) -> tuple[Any, float]:
+            nonlocal metric_inline
             t0 = time.perf_counter()
             prediction = await call(example.inputs())
-            # A metric may itself call an LM synchronously (LM-as-judge), which must not block
-            # the I/O loop: sync metrics run in a pool.
+            # Metrics run inline on the loop (cheap, no thread hop), except one that itself calls
+            # an LM synchronously (LM-as-judge): that raises before sending anything, and from
+            # then on the metric runs in a thread pool.
             if metric_is_async:
                 score = await metric(example, prediction)
+            elif metric_inline:
+                try:
+                    score = metric(example, prediction)
+                except SyncCallOnIOLoop:
+                    metric_inline = False
+                    score = await in_thread(example, prediction)
             else:
-                ctx = contextvars.copy_context()
-                loop = asyncio.get_running_loop()
-                score = await loop.run_in_executor(metric_pool, lambda: ctx.run(metric, example, prediction))
+                score = await in_thread(example, prediction)
             value = float(score)
             telemetry.emit(
                 _EXAMPLE_EVENT,
@@ -202,7 +218,8 @@ class Evaluate:
                 bar.close()
             if pool is not None:
                 pool.shutdown(wait=False)
-            metric_pool.shutdown(wait=False)
+            if metric_pool is not None:
+                metric_pool.shutdown(wait=False)
         errors = sum(1 for o in outcomes if o.error is not None)
         if show:
             log.info(

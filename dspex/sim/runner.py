@@ -72,6 +72,14 @@ class SimClient:
     def openai_base_url(self) -> str:
         return self.base_url + "/v1"
 
+    def register_prices(self, config: SimConfig) -> None:
+        """Teach this process's LM clients the simulated models' prices, so ``cost_usd`` of a
+        call to a sim model is its configured price (as for a real provider's model)."""
+        from dspex.clients.pricing import register_price
+
+        for model in config.models:
+            register_price(model.name, model.price.input_per_1m_usd, model.price.output_per_1m_usd)
+
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         if self._http is None:  # one client: building one per call costs ~40 ms (SSL context)
             self._http = httpx.Client(timeout=10.0)
@@ -134,6 +142,7 @@ class SimServer(SimClient):
 
         if self._thread is not None:
             return self
+        self.register_prices(self.config)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
@@ -196,6 +205,7 @@ class SimProcess(SimClient):
     def start(self, timeout_s: float = 30.0) -> SimProcess:
         if self._proc is not None:
             return self
+        self.register_prices(self.config)
         fd, path = tempfile.mkstemp(prefix="dspex-sim-", suffix=".json")
         with os.fdopen(fd, "w") as f:
             json.dump(self.config.model_dump(mode="json"), f)

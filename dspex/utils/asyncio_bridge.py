@@ -14,9 +14,16 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["background_loop", "run_sync"]
+__all__ = ["SyncCallOnIOLoop", "background_loop", "run_sync"]
 
 T = TypeVar("T")
+
+class SyncCallOnIOLoop(RuntimeError):
+    """A blocking dspex call was made on dspex's own I/O loop, where it would deadlock.
+
+    Raised before anything is sent, so the caller may safely retry the call in a thread.
+    """
+
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -59,7 +66,7 @@ def run_sync(coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
         running = None
     if running is loop:
         coro.close()
-        raise RuntimeError(
+        raise SyncCallOnIOLoop(
             "A synchronous dspex call was made from inside dspex's own I/O loop; "
             "use the async form (acall / aforward) there."
         )
@@ -75,8 +82,14 @@ async def _in_context(coro: Coroutine[Any, Any, T], ctx: contextvars.Context) ->
 
 
 def _shutdown() -> None:
+    """At exit: let async generators parked on the loop run their ``finally`` (the HTTP
+    transports close their sessions there), then stop the loop."""
     loop = _loop
     if loop is not None and loop.is_running():
+        try:
+            asyncio.run_coroutine_threadsafe(loop.shutdown_asyncgens(), loop).result(timeout=5)
+        except Exception:  # exiting anyway; a stuck close must not hang the interpreter
+            pass
         loop.call_soon_threadsafe(loop.stop)
 
 

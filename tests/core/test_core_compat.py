@@ -133,3 +133,16 @@ def test_load_whole_program(tmp_path):
     assert again.predict.demos[0].answer == "a"
     with pytest.raises(dspex.errors.ConfigurationError, match="save_program=True"):
         dspex.load(tmp_path / "nothing")
+
+
+def test_evaluate_with_an_lm_judge_metric_moves_it_off_the_io_loop():
+    lm = DummyLM([{"answer": "x", "verdict": "True"}]).cycle()
+    dspex.configure(lm=lm)
+    judge = dspex.Predict("answer -> verdict: bool")
+
+    def metric(example, pred, trace=None):
+        return judge(answer=pred.answer).verdict  # a sync LM call inside a metric
+
+    devset = [dspex.Example(question=f"q{i}").with_inputs("question") for i in range(10)]
+    result = dspex.Evaluate(devset=devset, metric=metric, num_threads=4)(dspex.Predict("question -> answer"))
+    assert result.score == 100.0 and result.errors == 0
