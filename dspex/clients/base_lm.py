@@ -222,9 +222,12 @@ class BaseLM:
 
     @staticmethod
     def _measure(sp: telemetry.Span, response: LMResponse) -> None:
+        # A cache hit carries the usage it had when paid for; it costs nothing now, so its
+        # tokens are not counted as spent.
+        spent = not response.cache_hit
         sp.set(
-            input_tokens=response.usage.prompt_tokens,
-            output_tokens=response.usage.completion_tokens,
+            input_tokens=response.usage.prompt_tokens if spent else 0,
+            output_tokens=response.usage.completion_tokens if spent else 0,
             cost_usd=response.cost_usd or 0.0,
         )
         sp.meta(cache_hit=response.cache_hit)

@@ -85,7 +85,8 @@ def _response_to_cache(response: LMResponse) -> dict[str, Any]:
 
 
 def _response_from_cache(data: dict[str, Any]) -> LMResponse:
-    """A cache hit: the stored reply, with no usage and no cost (nothing was spent)."""
+    """A cache hit: the stored reply with the usage it had when it was paid for, and no cost
+    (nothing was spent now). ``cache_hit=True`` tells consumers not to count the tokens again."""
     choices = [
         Choice(
             text=c["text"],
@@ -99,12 +100,18 @@ def _response_from_cache(data: dict[str, Any]) -> LMResponse:
     return LMResponse(
         model=data["model"],
         choices=choices,
-        usage=Usage(),
+        usage=_cached_usage(data.get("usage")),
         cost_usd=0.0,
         provider=data["provider"],
         cache_hit=True,
         request_id=data["request_id"],
     )
+
+
+def _cached_usage(raw: Any) -> Usage:
+    if isinstance(raw, list | tuple) and len(raw) == 3:
+        return Usage(prompt_tokens=int(raw[0]), completion_tokens=int(raw[1]), estimated=bool(raw[2]))
+    return Usage()
 
 
 class LM(BaseLM):

@@ -121,7 +121,11 @@ EXECLOG_FLUSH: Event = ("dspex", "store", "execlog", "flush")
 EXECLOG_FLUSH_ERROR: Event = ("dspex", "store", "execlog", "flush_error")
 ALERT_TRANSITION: Event = ("dspex", "alert", "transition")
 TELEMETRY_HANDLER_DETACHED: Event = ("dspex", "telemetry", "handler_detached")
-SIM_REQUEST: Event = ("dspex", "sim", "request")  # one request served by the simulated LM server
+SIM_REQUEST: Event = ("dspex", "sim", "request")
+EXPERIMENT_RUN: Event = ("dspex", "experiment", "run")  # span: one experiment
+EXPERIMENT_ARM: Event = ("dspex", "experiment", "arm")  # span: one arm (optimize + evaluate)
+EXPERIMENT_STATUS: Event = ("dspex", "experiment", "status")
+EXPERIMENT_ONLINE_RECORD: Event = ("dspex", "experiment", "online", "record")  # one request served by the simulated LM server
 
 
 def start(name: Event) -> Event:

@@ -36,7 +36,9 @@ async def test_second_identical_call_is_a_memory_hit_with_no_cost(lm_cache: LMCa
     second = await lm.acall(prompt="q", temperature=0.0)
     assert first == second == ["reply 1"] and len(rec.requests) == 1
     hit = lm.history[-1]
-    assert hit["cache_hit"] is True and hit["cost"] == 0.0 and hit["usage"]["total_tokens"] == 0
+    # A hit keeps the usage it had when paid for, costs nothing, and its tokens are not counted again.
+    assert hit["cache_hit"] is True and hit["cost"] == 0.0
+    assert hit["usage"]["total_tokens"] == lm.history[0]["usage"]["total_tokens"] > 0
     assert lm.history[0]["cost"] > 0
     hits = client_events.of(names.CACHE_HIT)
     misses = client_events.of(names.CACHE_MISS)
@@ -44,6 +46,7 @@ async def test_second_identical_call_is_a_memory_hit_with_no_cost(lm_cache: LMCa
     assert all(md["cache"] == "lm" for _, md in hits + misses)
     lm_stops = client_events.of(names.stop(names.LM_CALL))
     assert [md["cache_hit"] for _, md in lm_stops] == [False, True]
+    assert [m["input_tokens"] for m, _ in lm_stops][1] == 0
 
 
 async def test_different_requests_miss(lm_cache: LMCache) -> None:
