@@ -45,6 +45,8 @@ __all__ = [
     "InputField",
     "JSONAdapter",
     "LM",
+    "ModelRegistry",
+    "ModelRouter",
     "Module",
     "OutputField",
     "Parallel",
@@ -54,10 +56,12 @@ __all__ = [
     "ProgramGraph",
     "ReAct",
     "Refine",
+    "RoutedLM",
     "Signature",
     "Tool",
     "asyncify",
     "configure",
+    "configure_cache",
     "context",
     "ensure_signature",
     "errors",
@@ -65,6 +69,7 @@ __all__ = [
     "load",
     "majority",
     "make_signature",
+    "open_store",
     "settings",
     "streamify",
     "streaming",
@@ -76,6 +81,12 @@ __all__ = [
 # Names whose modules are heavier or optional; imported on first use.
 _LAZY = {
     "LM": ("dspex.clients", "LM"),
+    "configure_cache": ("dspex.clients", "configure_cache"),
+    "DummyLM": ("dspex.utils.dummies", "DummyLM"),
+    "RoutedLM": ("dspex.registry", "RoutedLM"),
+    "ModelRegistry": ("dspex.registry", "ModelRegistry"),
+    "ModelRouter": ("dspex.registry", "ModelRouter"),
+    "open_store": ("dspex.store", "open_store"),
 }
 
 
