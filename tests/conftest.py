@@ -12,4 +12,6 @@ pytest_plugins = [
     "fixtures.clients",
     "fixtures.store",
     "fixtures.telemetry",
+    "fixtures.ray_session",
+    "fixtures.serve",
 ]

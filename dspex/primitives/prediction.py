@@ -107,6 +107,14 @@ class Completions:
             raise ValueError(f"All fields of Completions must have the same number of values, got {lengths}.")
         self._completions = kv
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The signature class is rebuilt where it is needed; it would cost a pickle of a
+        # dynamically made pydantic class on every Ray reply.
+        return {"_completions": self._completions, "signature": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
     def items(self) -> list[tuple[str, list[Any]]]:
         return list(self._completions.items())
 

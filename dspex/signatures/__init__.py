@@ -3,11 +3,13 @@
 from dspex.signatures.compiled import (
     CompiledSignature,
     FieldSpec,
+    adopt_compiled,
     cache_stats,
     clear_cache,
     compile_signature,
     content_hash,
     get_annotation_name,
+    local_compiled,
 )
 from dspex.signatures.field import (
     InputField,
@@ -30,6 +32,7 @@ __all__ = [
     "OutputField",
     "Signature",
     "SignatureMeta",
+    "adopt_compiled",
     "cache_stats",
     "clear_cache",
     "compile_signature",
@@ -38,5 +41,6 @@ __all__ = [
     "field_role",
     "get_annotation_name",
     "infer_prefix",
+    "local_compiled",
     "make_signature",
 ]

@@ -33,11 +33,13 @@ from dspex.signatures.field import field_role
 __all__ = [
     "CompiledSignature",
     "FieldSpec",
+    "adopt_compiled",
     "cache_stats",
     "clear_cache",
     "compile_signature",
     "content_hash",
     "get_annotation_name",
+    "local_compiled",
 ]
 
 _COMPILE_EVENT = names.SIGNATURE_COMPILE
@@ -347,6 +349,29 @@ def _compile_slow(sig: Any) -> CompiledSignature:
         _stats.compiles += 1
     sig.__dspex_compiled__ = compiled
     return compiled
+
+
+def adopt_compiled(sig: Any, compiled: CompiledSignature) -> CompiledSignature:
+    """Install a compiled form made elsewhere (e.g. rebuilt from a cluster-wide cache entry) in
+    this process's cache, so ``compile_signature(sig)`` becomes an attribute read. Returns the
+    form in use: when this process already has one for the same hash, that one wins."""
+    with _lock:
+        existing = _by_hash.setdefault(compiled.hash, compiled)
+    sig.__dspex_compiled__ = existing
+    return existing
+
+
+def local_compiled(sig: Any) -> CompiledSignature | None:
+    """The compiled form this process already has for ``sig``, without compiling."""
+    found = sig.__dict__.get("__dspex_compiled__")
+    if found is not None:
+        return typing.cast(CompiledSignature, found)
+    h = content_hash(sig)
+    with _lock:
+        existing = _by_hash.get(h)
+    if existing is not None:
+        sig.__dspex_compiled__ = existing
+    return existing
 
 
 def cache_stats() -> dict[str, int]:
