@@ -18,7 +18,16 @@ from dspex.adapters import Adapter, ChatAdapter, JSONAdapter
 from dspex.clients.base_lm import BaseLM, inspect_history
 from dspex.evaluate import Evaluate, EvaluationResult
 from dspex.predict import BestOfN, ChainOfThought, Predict, ProgramGraph, ReAct, Refine, majority
-from dspex.primitives import BaseModule, Completions, Example, History, Module, Parameter, Prediction, Tool
+from dspex.primitives import (
+    BaseModule,
+    Completions,
+    Example,
+    History,
+    Module,
+    Parameter,
+    Prediction,
+    Tool,
+)
 from dspex.settings import configure, context, settings
 from dspex.signatures import InputField, OutputField, Signature, ensure_signature, make_signature
 from dspex.streaming import streamify
@@ -30,11 +39,17 @@ from dspex.utils.usage_tracker import track_usage
 __version__ = "0.1.0"
 
 __all__ = [
+    "COPRO",
+    "LM",
     "Adapter",
+    "AdvancedBootstrap",
     "BaseCallback",
     "BaseLM",
     "BaseModule",
+    "BayesianOptimizer",
     "BestOfN",
+    "BootstrapFewShot",
+    "BootstrapFewShotWithRandomSearch",
     "ChainOfThought",
     "ChatAdapter",
     "Completions",
@@ -44,10 +59,12 @@ __all__ = [
     "History",
     "InputField",
     "JSONAdapter",
-    "LM",
+    "LabeledFewShot",
+    "MIPROv2",
     "ModelRegistry",
     "ModelRouter",
     "Module",
+    "MultiObjective",
     "OutputField",
     "Parallel",
     "Parameter",
@@ -70,10 +87,12 @@ __all__ = [
     "majority",
     "make_signature",
     "open_store",
+    "optimizers",
     "settings",
     "streamify",
     "streaming",
     "telemetry",
+    "teleprompt",
     "track_usage",
     "types",
 ]
@@ -87,10 +106,24 @@ _LAZY = {
     "ModelRegistry": ("dspex.registry", "ModelRegistry"),
     "ModelRouter": ("dspex.registry", "ModelRouter"),
     "open_store": ("dspex.store", "open_store"),
+    "LabeledFewShot": ("dspex.optimizers", "LabeledFewShot"),
+    "BootstrapFewShot": ("dspex.optimizers", "BootstrapFewShot"),
+    "BootstrapFewShotWithRandomSearch": ("dspex.optimizers", "BootstrapFewShotWithRandomSearch"),
+    "AdvancedBootstrap": ("dspex.optimizers", "AdvancedBootstrap"),
+    "COPRO": ("dspex.optimizers", "COPRO"),
+    "MIPROv2": ("dspex.optimizers", "MIPROv2"),
+    "BayesianOptimizer": ("dspex.optimizers", "BayesianOptimizer"),
+    "MultiObjective": ("dspex.optimizers", "MultiObjective"),
 }
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("optimizers", "teleprompt"):
+        import importlib
+
+        module = importlib.import_module(f"dspex.{name}")
+        globals()[name] = module
+        return module
     if name in _LAZY:
         import importlib
 
