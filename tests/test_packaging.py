@@ -6,13 +6,23 @@ from pathlib import Path
 import dspex
 
 ROOT = Path(__file__).resolve().parent.parent
-MAPPING = {"dspex": "dspex", "actors": "dspex.actors", "pipelines": "dspex.pipelines", "cluster": "dspex.cluster"}
+MAPPING = {
+    "dspex": "dspex",
+    "actors": "dspex.actors",
+    "pipelines": "dspex.pipelines",
+    "cluster": "dspex.cluster",
+    "cluster/jobs": "dspex.jobs",  # `python -m dspex.jobs.<kind>`, the Ray job entry points
+}
 
 
 def _packages_on_disk() -> set[str]:
     found = set()
     for top, dotted in MAPPING.items():
+        # a folder mapped on its own (cluster/jobs -> dspex.jobs) is not also its parent's subpackage
+        nested = [ROOT / other for other in MAPPING if other != top and other.startswith(top + "/")]
         for init in (ROOT / top).rglob("__init__.py"):
+            if any(init.is_relative_to(n) for n in nested):
+                continue
             rel = init.parent.relative_to(ROOT / top)
             found.add(".".join([dotted, *rel.parts]) if rel.parts else dotted)
     return found
