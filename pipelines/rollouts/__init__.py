@@ -158,3 +158,43 @@ __all__ = [
     "success_rate",
     "validate",
 ]
+
+
+# The live controller and its parts load on first use (they bring httpx, the store and the
+# actor layer); the pure state machines above import nothing heavy.
+_LIVE = {
+    "RolloutController": "controller",
+    "TickReport": "controller",
+    "tick_job": "controller",
+    "ProgramRegistry": "registry",
+    "RegisteredVersion": "registry",
+    "RegistrySpecs": "registry",
+    "RecipeFactory": "registry",
+    "Persistence": "persistence",
+    "MemoryPersistence": "persistence",
+    "StorePersistence": "persistence",
+    "RolloutRecord": "persistence",
+    "submit_rollout": "control",
+    "apply_control": "control",
+    "rollout_status": "control",
+    "ActionExecutor": "executor",
+    "SupervisorMetrics": "metrics_source",
+    "VersionCaller": "pinned",
+    "CanaryTester": "canary_test",
+    "ReplaySource": "shadow",
+    "ShadowRecorder": "shadow",
+    "WebhookSender": "webhooks",
+    "PipelineService": "triggers",
+}
+__all__ = sorted([*__all__, *_LIVE])
+
+
+def __getattr__(name: str) -> object:
+    module = _LIVE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
