@@ -8,7 +8,7 @@ import os
 
 import typer
 
-from dspex.cluster.cli import sim
+from dspex.cluster.cli import evaluate, experiments, jobs, models, optimize, programs, rollout, sim, serve
 
 __all__ = ["app", "main"]
 
@@ -19,6 +19,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(sim.app, name="sim")
+app.add_typer(models.app, name="models")
+app.add_typer(programs.app, name="programs")
+app.add_typer(optimize.app, name="optimize")
+app.add_typer(evaluate.app, name="evaluate")
+app.add_typer(experiments.app, name="experiments")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(serve.app, name="serve")
+rollout.register(app)  # `dspex deploy` and the `dspex rollout` group
 
 
 @app.command()

@@ -170,7 +170,15 @@ def write_serve_config(
     out = Path(output)
     wheel: str | Path | None = None
     if build:
-        built = build_wheel(wheel_dir if wheel_dir is not None else out.parent / "dspex-wheels", source_dir)
+        # Code only: Ray installs a py_modules wheel with its dependencies (about 110 packages,
+        # Ray itself among them); the cluster's Python already has them.
+        from dspex.cluster.submit import code_only_wheel
+
+        target = Path(wheel_dir if wheel_dir is not None else out.parent / "dspex-wheels").resolve()
+        with tempfile.TemporaryDirectory(prefix="dspex-wheel-build-") as tmp:
+            full = build_wheel(tmp, source_dir)
+            target.mkdir(parents=True, exist_ok=True)
+            built = code_only_wheel(full, target / full.name)
         wheel = f"{wheel_base_url.rstrip('/')}/{built.name}" if wheel_base_url else built
     config = serve_config(programs, wheel=wheel, http_host=http_host, http_port=http_port, env_vars=env_vars)
     out.parent.mkdir(parents=True, exist_ok=True)
