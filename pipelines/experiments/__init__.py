@@ -164,3 +164,12 @@ __all__ = [
     "welch_t_test",
     "wilson_interval",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "StoreArchive":
+        from dspex.pipelines.experiments.store_archive import StoreArchive
+
+        globals()[name] = StoreArchive
+        return StoreArchive
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
