@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
-from dspex.pipelines.experiments.runner import ExperimentRunner
-from dspex.pipelines.experiments.spec import DatasetSpec, ExperimentSpec, LMSpec, VariantSpec
 
 from dspex.errors import ExperimentError
+from dspex.pipelines.experiments.runner import ExperimentRunner
+from dspex.pipelines.experiments.spec import DatasetSpec, ExperimentSpec, LMSpec, VariantSpec
 from dspex.sim import SimServer, get_task
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    """This session's Ray if one is running, else a small local one for this module."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
+def ray_cluster(ray_session: object) -> None:
+    """The session's Ray (tests/fixtures/ray_session.py)."""
 
 
 def test_backend_ray_without_ray_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,24 +16,9 @@ pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("clean_telemetry")]
 
 
 @pytest.fixture(scope="module")
-def ray_session() -> Iterator[tuple[int, bool]]:
-    """(metrics export port, whether this module started Ray with the worker setup hook)."""
-    import ray
-    from dspex.cluster.ray_metrics import WORKER_SETUP_HOOK
-
-    started = not ray.is_initialized()
-    if started:
-        # The hook is a job-level runtime_env setting (Ray ignores it on a task's options).
-        ray.init(
-            num_cpus=1,
-            include_dashboard=False,
-            log_to_driver=False,
-            runtime_env={"worker_process_setup_hook": WORKER_SETUP_HOOK},
-            _system_config={"metrics_report_interval_ms": 500},
-        )
-    yield int(ray.nodes()[0]["MetricsExportPort"]), started
-    if started:
-        ray.shutdown()
+def ray_metrics(ray_session: Any) -> tuple[int, bool]:
+    """(metrics export port, whether the session's workers run dspex's setup hook)."""
+    return int(ray_session.nodes()[0]["MetricsExportPort"]), True
 
 
 def scrape_until(port: int, needles: list[str], timeout_s: float = 30.0) -> str:
@@ -49,10 +33,10 @@ def scrape_until(port: int, needles: list[str], timeout_s: float = 30.0) -> str:
     raise AssertionError(f"not exported within {timeout_s} s: {missing}")
 
 
-def test_driver_and_worker_metrics_reach_the_ray_exporter(ray_session: tuple[int, bool]) -> None:
+def test_driver_and_worker_metrics_reach_the_ray_exporter(ray_metrics: tuple[int, bool]) -> None:
     import ray
 
-    ray_metrics_port, hook_installed = ray_session
+    ray_metrics_port, hook_installed = ray_metrics
 
     from dspex.cluster.ray_metrics import (
         disable_ray_metrics,
@@ -60,7 +44,6 @@ def test_driver_and_worker_metrics_reach_the_ray_exporter(ray_session: tuple[int
         ray_name,
         setup_worker,
     )
-
     from dspex.telemetry.catalog import METRICS_BY_NAME
 
     sink = enable_ray_metrics()
