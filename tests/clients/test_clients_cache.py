@@ -214,6 +214,7 @@ def test_default_cache_lives_under_dspex_home(monkeypatch: pytest.MonkeyPatch, t
         assert get_cache() is new and new.disk is not None
         assert new.disk.path == tmp_path / "home" / "cache" / "lm_responses.sqlite"
     finally:
+        monkeypatch.undo()  # back to the session's DSPEX_HOME before the default cache is rebuilt
         configure_cache()
 
 
