@@ -67,7 +67,7 @@ def test_every_metric_and_label_the_dashboard_queries_is_in_the_catalog() -> Non
         "dspex_cost_usd_total",
         "dspex_cache_hits_total",
         "dspex_circuit_breaker_state",
-        "dspex_rollout_canary_weight_percent",
+        "dspex_rollout_weight",
         "dspex_rollout_phase",
     } <= used
     assert any("histogram_quantile(0.95" in e for e in _queries(dash))

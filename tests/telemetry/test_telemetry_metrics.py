@@ -65,7 +65,7 @@ def test_gauges_state_sets_and_conditional_bindings(metrics_store: MetricsStore)
         telemetry.emit(n.ROLLOUT_TICK, {"weight": 25.0, "phase": 3.0, "failed_checks": 1.0}, {"program": "qa", "version": "v2", "phase": phase})
     phases = {v.labels["phase"]: v.value for v in s.series("dspex_rollout_phase")}
     assert phases == {"canary": 0.0, "promoting": 1.0}
-    assert s.current("dspex_rollout_canary_weight_percent", {"version": "v2"}) == 25.0
+    assert s.current("dspex_rollout_weight", {"version": "v2"}) == 25.0
     telemetry.emit(n.ROUTER_COOLDOWN, {"cooldown_s": 30.0}, {"model": "m"})
     telemetry.emit(n.ROUTER_COOLDOWN, {"cooldown_s": 0.0}, {"model": "m"})
     assert s.current("dspex_model_cooldowns_total") == 1 and s.current("dspex_model_cooldown_seconds") == 0.0
