@@ -205,7 +205,7 @@ class Adapter:
         )
 
     def format_field_structure(self, signature: Any) -> str:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define format_field_structure (see ChatAdapter).")
 
     def format_task_description(self, signature: Any) -> str:
         instructions = compile_signature(signature).instructions
@@ -239,10 +239,10 @@ class Adapter:
     def format_assistant_message_content(
         self, signature: Any, outputs: Any, missing_field_message: str | None = None
     ) -> str:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define format_assistant_message_content (see ChatAdapter).")
 
     def parse(self, signature: Any, completion: str) -> dict[str, Any]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define parse(signature, completion) (see ChatAdapter).")
 
     def format_field_with_value(self, fields_with_values: dict[Any, Any], role: str = "user") -> str:
         """``{FieldInfoWithName | name: value}`` as ``[[ ## name ## ]]`` sections (DSPy's helper)."""
