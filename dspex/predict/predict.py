@@ -50,6 +50,12 @@ class Predict(Module, Parameter):
         self.train: list[Any] = []
         self.demos: list[Any] = []
 
+    def get_config(self) -> dict[str, Any]:
+        return dict(self.config)
+
+    def update_config(self, **kwargs: Any) -> None:
+        self.config = {**self.config, **kwargs}
+
     # -- state --------------------------------------------------------------------------------------
     def dump_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"traces": list(self.traces), "train": list(self.train)}
