@@ -253,7 +253,11 @@ async def test_a_healthy_canary_is_promoted_through_every_step_across_a_controll
             await asyncio.sleep(0.03)
 
     watcher = asyncio.create_task(watch_weights())
-    engine = JobEngine(app.store, executor=InlineExecutor())
+    # The engine's clock runs with the wall clock; ``skew_s`` moves it past rollout_tick's
+    # uniqueness period (5 s: one tick job per 5 s) for the last tick, so that tick runs a job
+    # whichever job happened to see the rollout succeed.
+    skew_s = [0.0]
+    engine = JobEngine(app.store, executor=InlineExecutor(), clock=lambda: time.time() + skew_s[0])
     try:
         first = app.controller()
         await first.submit(canary, spec)
@@ -288,6 +292,7 @@ async def test_a_healthy_canary_is_promoted_through_every_step_across_a_controll
             return stored_now is not None and stored_now.doc["phase"] == "succeeded"
 
         await wait_for(done, 30.0, "the rollout to succeed under the durable job", interval_s=0.1)
+        skew_s[0] = 5.1
         await asyncio.to_thread(engine.tick)  # no active rollout left: the job removes its schedule
     finally:
         load.stop()
