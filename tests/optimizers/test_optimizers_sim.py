@@ -229,8 +229,11 @@ def test_multi_objective_front_reaches_90_percent_of_the_true_fronts_hypervolume
             "cost_usd": (c.objectives or {})["cost_usd"],
         }
     by_model = [measured.candidates[i].objectives for i in (0, 10, 20)]  # model 0/1/2, no demos, no reasoning
-    # measured wall time: on a loaded 2-core machine only the 10 ms vs 100 ms gap is safe to assert
-    assert 10.0 <= by_model[0]["latency_ms"] < by_model[2]["latency_ms"] and by_model[2]["latency_ms"] >= 100.0  # type: ignore[index]
+    # measured wall time (median per candidate): on a loaded 2-core machine only the 10 ms vs
+    # 100 ms gap is safe to assert, and only on each model's fastest candidate (the first
+    # candidate also pays 40 connections opened at once)
+    fastest = [min((c.objectives or {})["latency_ms"] for c in measured.candidates if c.config["model"] == m) for m in range(3)]
+    assert 10.0 <= fastest[0] < fastest[2] and fastest[2] >= 100.0
     assert 0 < by_model[0]["cost_usd"] < by_model[1]["cost_usd"] < by_model[2]["cost_usd"]  # type: ignore[index]
     ref = {"accuracy": 0.0, "latency_ms": 110.0, "cost_usd": 1.1 * max(v["cost_usd"] for v in truth.values())}
     true_hv = front_hypervolume(list(truth.values()), ref)
