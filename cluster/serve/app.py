@@ -32,7 +32,7 @@ from dspex.errors import ConfigurationError
 from .graph import INGRESS, ServeSpawner, kill_serve_version
 from .options import ServeOptions
 
-__all__ = ["build_app", "delete_program", "deploy_program", "program_supervisor", "register_config_versions"]
+__all__ = ["build_app", "config_deployment", "delete_program", "deploy_program", "program_supervisor", "register_config_versions"]
 
 log = logging.getLogger("dspex.cluster.serve")
 
@@ -102,7 +102,8 @@ def delete_program(program: str) -> None:
 
 
 # -- config files (serve deploy) ---------------------------------------------------------------
-def _config_deployment(version: Any) -> str:
+def config_deployment(version: Any) -> str:
+    """The name a config file's version is deployed (or, colocated, hosted) under."""
     return f"v{version}-cfg"
 
 
@@ -128,25 +129,26 @@ def build_app(args: Mapping[str, Any]) -> Any:
     bound = []
     for cfg in versions:
         spec = spec_from_config(program, cfg)  # fail the build early on a bad version
+        if options.colocate_versions:
+            continue  # the ingress replicas host the versions themselves (ingress.py)
         bound.append(
             as_deployment(VersionReplica)
             .options(
-                name=_config_deployment(spec.version),
+                name=config_deployment(spec.version),
                 max_ongoing_requests=options.max_ongoing_requests,
                 max_queued_requests=options.max_queued_requests,
-                autoscaling_config=options.autoscaling_config(),
-                graceful_shutdown_timeout_s=options.graceful_shutdown_timeout_s,
-                ray_actor_options={"num_cpus": options.version_num_cpus, **options.version_actor_options},
+                logging_config=options.logging_config,
+                **options.version_deployment_options(),
             )
             .bind(spec, program)
         )
     bootstrap = {"versions": versions, "weights": args.get("weights")}
     ingress = as_deployment(ProgramIngress).options(
         name=INGRESS,
-        num_replicas=options.ingress_replicas,
         max_ongoing_requests=options.max_ongoing_requests,
         max_queued_requests=options.max_queued_requests,
-        ray_actor_options={"num_cpus": options.ingress_num_cpus},
+        logging_config=options.logging_config,
+        **options.ingress_deployment_options(),
     )
     return ingress.bind(program, program, options.to_dict(), *bound, bootstrap=bootstrap)
 
@@ -159,7 +161,7 @@ async def register_config_versions(program: str, app: str, options: ServeOptions
     from .specs import spec_from_config
 
     specs = [spec_from_config(program, cfg) for cfg in bootstrap.get("versions") or []]
-    adopt = {str(s.version): _config_deployment(s.version) for s in specs}
+    adopt = {str(s.version): config_deployment(s.version) for s in specs}
     try:
         supervisor = get_supervisor(program, detached=True, **_supervisor_config(program, options, adopt))
         status = await supervisor.status.remote()

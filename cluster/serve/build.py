@@ -171,14 +171,16 @@ def write_serve_config(
     wheel: str | Path | None = None
     if build:
         # Code only: Ray installs a py_modules wheel with its dependencies (about 110 packages,
-        # Ray itself among them); the cluster's Python already has them.
-        from dspex.cluster.submit import code_only_wheel
+        # Ray itself among them); the cluster's Python already has them. Built once per
+        # source digest and cached under $DSPEX_HOME/wheels, shared with `dspex submit`.
+        from dspex.cluster.submit import build_wheel as cached_wheel
 
         target = Path(wheel_dir if wheel_dir is not None else out.parent / "dspex-wheels").resolve()
-        with tempfile.TemporaryDirectory(prefix="dspex-wheel-build-") as tmp:
-            full = build_wheel(tmp, source_dir)
-            target.mkdir(parents=True, exist_ok=True)
-            built = code_only_wheel(full, target / full.name)
+        cached = cached_wheel(root=Path(source_dir).resolve() if source_dir is not None else _source_dir())
+        target.mkdir(parents=True, exist_ok=True)
+        built = target / cached.name
+        if cached.resolve() != built.resolve():
+            shutil.copy2(cached, built)
         wheel = f"{wheel_base_url.rstrip('/')}/{built.name}" if wheel_base_url else built
     config = serve_config(programs, wheel=wheel, http_host=http_host, http_port=http_port, env_vars=env_vars)
     out.parent.mkdir(parents=True, exist_ok=True)

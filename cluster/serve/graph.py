@@ -5,27 +5,43 @@ rollback; it starts a version by calling ``spawn(predictor_id)`` and then
 ``handle.load.remote(spec)``, reads ``handle.metrics.remote(window_s)`` for its health checks,
 and retires a version with ``drain`` then ``kill(handle)``. For a served program those hooks
 are ``ServeSpawner`` and ``kill_serve_version``: each "predictor" of the supervisor is a
-``ServeVersionHandle`` standing for one Serve *deployment* (with however many replicas
-autoscaling gives it), so the supervisor's routing table lists, per version, the deployment
-the ingress sends to.
+``ServeVersionHandle`` standing for one version wherever Serve runs it, so the supervisor's
+routing table lists, per version, the name the ingress sends to.
+
+Two topologies (``ServeOptions.colocate_versions``):
+
+- **colocated** (the default): the application is the ingress deployment alone, and every
+  ingress replica hosts each live version in-process (``hosting.py``). A request costs one
+  Serve hop, as a bare deployment's does. Measured on 2 cores (benchmarks/serve.py) the split
+  topology's second hop cost 20-45 % of the throughput, the colocated one stays within a few
+  % of a bare deployment making the same LM call (figures in ``options.py``).
+- **split**: the issue's original shape, the ingress plus one deployment per version, each
+  autoscaling on its own; the ingress calls versions over cached DeploymentHandles
+  (``grpc_handles``: Serve's inter-replica gRPC). Versions then scale and fail independently
+  of the ingress, at the price of the second hop.
 
 The link, end to end:
 
-- **Topology** (a version added or removed): the handle asks the process's ``AppGraph``, which
-  re-runs ``serve.run`` with the whole application (ingress + one deployment per live
-  version). Every deployment carries a stable code version, so Serve leaves the unchanged
-  ones alone (no restart) and only starts or gracefully stops the one that changed.
+- **Topology** (a version added or removed). Split: the handle asks the process's
+  ``AppGraph``, which re-runs ``serve.run`` with the whole application (ingress + one
+  deployment per live version); every deployment carries a stable code version, so Serve
+  leaves the unchanged ones alone and only starts or gracefully stops the one that changed.
+  Colocated: ``serve.run`` once, for the ingress; a version is added by broadcasting
+  ``host_version(name, spec)`` to every ingress replica (the supervisor publishes the version
+  only once all of them host it) and removed with ``unhost_version``. An ingress replica
+  that starts later (autoscaling, a restart) loads the live versions from the supervisor
+  before it takes traffic.
 - **Weights**: the supervisor publishes a new routing table (new epoch). Each ingress replica
   long-polls ``supervisor.watch(epoch)`` and applies it at once (the fast path); the
   ``AppGraph`` follows the same table and writes it into the ingress's ``user_config`` (a
   lightweight update: Serve calls ``reconfigure`` on the live replicas, no restart), which
   is the durable copy a restarted ingress replica starts from. The higher epoch wins.
-- **Health**: ``metrics`` broadcasts to every replica of the version's deployment
-  (``DeploymentHandle.broadcast``) and merges their ``MetricsView``s, so a rollout's health
-  check sees all of the version's traffic.
-- **Drain**: ``drain`` broadcasts too; a drained replica refuses new calls as ``draining`` and
+- **Health**: ``metrics`` broadcasts to every replica hosting the version (its deployment's,
+  or every ingress replica's with the version's name) and merges their ``MetricsView``s, so a
+  rollout's health check sees all of the version's traffic.
+- **Drain**: ``drain`` broadcasts too; a drained host refuses new calls as ``draining`` and
   the ingress re-routes them by the new table, so a swap drops no request. Removal then lets
-  Serve's graceful shutdown finish anything left.
+  Serve's graceful shutdown (split) or ``unhost_version`` (colocated) finish.
 
 ``pipelines/`` never imports this: it drives the supervisor, and the application follows.
 All the code here runs in the supervisor's process (the hooks are pickled into it), except
@@ -39,6 +55,7 @@ import hashlib
 import logging
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +74,7 @@ log = logging.getLogger("dspex.cluster.serve")
 
 INGRESS = "ingress"
 _BROADCAST_TIMEOUT_S = 30.0
+_BROADCAST_RETRY_S = 10.0
 
 
 def deployment_name(version: int | str) -> str:
@@ -71,6 +89,28 @@ def as_deployment(cls: type) -> Any:
     from ray import serve
 
     return serve.deployment(cls)
+
+
+async def broadcast(handle: Any, method: str, *args: Any) -> list[Any]:
+    """``method(*args)`` on every running replica behind ``handle``; results, exceptions included.
+
+    Serve's router counts no replica as running while a lightweight update (a ``user_config``
+    change: a weight change reaching the ingress) reconfigures it, ~0.1 s, and refuses a
+    broadcast then with ``DeploymentUnavailableError``: retried here for up to
+    ``_BROADCAST_RETRY_S``, so a health check or a drain does not fail on a weight change.
+    """
+    delay_s = 0.02
+    deadline = time.monotonic() + _BROADCAST_RETRY_S
+    while True:
+        try:
+            response = handle.broadcast(method, *args)
+            results: list[Any] = await response.results_async(timeout_s=_BROADCAST_TIMEOUT_S, return_exceptions=True)
+            return results
+        except Exception as exc:
+            if type(exc).__name__ != "DeploymentUnavailableError" or time.monotonic() + delay_s > deadline:
+                raise
+        await asyncio.sleep(delay_s)
+        delay_s = min(0.25, delay_s * 2)
 
 
 def _digest(*parts: Any) -> str:
@@ -95,6 +135,7 @@ class AppGraph:
         self._push_task: asyncio.Task[None] | None = None
         self._dirty = False
         self._follower: asyncio.Task[None] | None = None
+        self._ingress: Any = None  # DeploymentHandle to the ingress (broadcasts)
         self.runs = 0
 
     # -- the application ----------------------------------------------------------------------
@@ -105,7 +146,7 @@ class AppGraph:
         o = self.options
         version_dep = as_deployment(VersionReplica)
         bound = []
-        for name, spec in self.versions.items():
+        for name, spec in ([] if o.colocate_versions else self.versions.items()):
             bound.append(
                 version_dep.options(
                     name=name,
@@ -113,23 +154,22 @@ class AppGraph:
                     _internal=True,
                     max_ongoing_requests=o.max_ongoing_requests,
                     max_queued_requests=o.max_queued_requests,
-                    autoscaling_config=o.autoscaling_config(),
-                    graceful_shutdown_timeout_s=o.graceful_shutdown_timeout_s,
-                    ray_actor_options={"num_cpus": o.version_num_cpus, **o.version_actor_options},
+                    logging_config=o.logging_config,
+                    **o.version_deployment_options(),
                 ).bind(spec, self.app)
             )
         ingress = as_deployment(ProgramIngress).options(
             name=INGRESS,
             version=_digest("ingress", self.program, o.to_dict()),
             _internal=True,
-            num_replicas=o.ingress_replicas,
             max_ongoing_requests=o.max_ongoing_requests,
             max_queued_requests=o.max_queued_requests,
-            ray_actor_options={"num_cpus": o.ingress_num_cpus},
             user_config=self.routes.to_config(),
+            logging_config=o.logging_config,
+            **o.ingress_deployment_options(),
         )
-        # The version deployments are bound as arguments only so that they belong to the
-        # application; the ingress looks handles up by the names in its routing table.
+        # The version deployments (split mode) are bound as arguments only so that they belong
+        # to the application; the ingress looks handles up by the names in its routing table.
         return ingress.bind(self.program, self.app, o.to_dict(), *bound)
 
     def _run(self, wait: bool) -> None:
@@ -153,24 +193,54 @@ class AppGraph:
 
     # -- versions -----------------------------------------------------------------------------
     async def add(self, spec: VersionSpec) -> str:
-        """Add a deployment for ``spec`` (or adopt the one a config file deployed); its name."""
+        """Add a deployment for ``spec`` (or adopt the one a config file deployed); its name.
+        Colocated: the version is hosted by every ingress replica before this returns."""
         adopted = self.adoptable.pop(str(spec.version), None)
         if adopted is not None and adopted not in self.versions:
             self.versions[adopted] = spec
             log.info("%s: adopted deployment %s for version %r", self.app, adopted, spec.version)
+            if self.options.colocate_versions:
+                await self._host(adopted, spec)
             return adopted
         name = deployment_name(spec.version)
         self.versions[name] = spec
         try:
-            await self.apply()
+            if not self.options.colocate_versions:
+                await self.apply()
+            else:
+                if self.runs == 0:  # the application itself (ingress only) comes with the first version
+                    await self.apply()
+                await self._host(name, spec)
         except BaseException:
             self.versions.pop(name, None)
             raise
         return name
 
     async def remove(self, name: str) -> None:
-        if self.versions.pop(name, None) is not None:
+        if self.versions.pop(name, None) is None:
+            return
+        if self.options.colocate_versions:
+            await self.broadcast("unhost_version", name)
+        else:
             await self.apply()
+
+    async def broadcast(self, method: str, *args: Any) -> list[Any]:
+        """``method(*args)`` on every ingress replica; results (exceptions included)."""
+        from ray import serve
+
+        if self._ingress is None:
+            self._ingress = serve.get_deployment_handle(INGRESS, self.app)
+        return await broadcast(self._ingress, method, *args)
+
+    async def _host(self, name: str, spec: VersionSpec) -> None:
+        from dspex.actors import _ray
+
+        results = await self.broadcast("host_version", name, spec)
+        failed = [_ray.unwrap(r) for r in results if isinstance(r, BaseException)]
+        if failed or not results:
+            await self.broadcast("unhost_version", name)  # all or none
+            cause = _ray.describe(failed[0]) if failed else "no ingress replica is running"
+            raise DeploymentError(f"{self.app}: could not host {spec.label} in the ingress replicas: {cause}", hint="")
 
     # -- routes into the ingress's user_config --------------------------------------------------
     def push_routes(self, routes: RouteSet) -> None:
@@ -248,6 +318,15 @@ class _Remote:
         return self._fn(*args, **kwargs)
 
 
+#: a version's control method -> the ingress method reaching its colocated hosts
+_COLOCATED = {
+    "metrics": "version_metrics",
+    "drain": "drain_version",
+    "resume": "resume_version",
+    "status": "version_status",
+}
+
+
 @dataclass
 class ServeVersionHandle:
     """Stands for one version's Serve deployment where the supervisor expects a predictor."""
@@ -262,6 +341,10 @@ class ServeVersionHandle:
     def _graph(self) -> AppGraph:
         return get_graph(self.app, self.program, ServeOptions.from_dict(self.options), self.adopt)
 
+    @property
+    def colocated(self) -> bool:
+        return ServeOptions.from_dict(self.options).colocate_versions
+
     def _handle(self) -> Any:
         if self.deployment is None:
             raise DeploymentError(f"{self.predictor_id} hosts no version yet (load it first).", hint="")
@@ -270,11 +353,13 @@ class ServeVersionHandle:
         return serve.get_deployment_handle(self.deployment, self.app)
 
     async def _broadcast(self, method: str, *args: Any) -> list[Any]:
+        """``method`` on every replica hosting the version: the version's deployment (split), or
+        every ingress replica, naming the version (colocated; see ``_COLOCATED``)."""
         if self.deployment is None:
             return []
-        response = self._handle().broadcast(method, *args)
-        results: list[Any] = await response.results_async(timeout_s=_BROADCAST_TIMEOUT_S, return_exceptions=True)
-        return results
+        if self.colocated:
+            return await self._graph().broadcast(_COLOCATED[method], self.deployment, *args)
+        return await broadcast(self._handle(), method, *args)
 
     # -- what the supervisor calls ---------------------------------------------------------------
     async def _load(self, spec: VersionSpec) -> dict[str, Any]:
@@ -321,6 +406,13 @@ class ServeVersionHandle:
         }
 
     async def _execute(self, inputs: dict[str, Any], version: Any = None, request_id: str | None = None) -> Any:
+        if self.colocated:
+            from ray import serve
+
+            if self.deployment is None:
+                raise DeploymentError(f"{self.predictor_id} hosts no version yet (load it first).", hint="")
+            ingress = serve.get_deployment_handle(INGRESS, self.app)
+            return await ingress.predict_on.remote(self.deployment, inputs, version, request_id)
         return await self._handle().predict.remote(inputs, version, request_id)
 
     load = property(lambda self: _Remote(self._load))

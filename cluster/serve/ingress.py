@@ -1,15 +1,9 @@
-"""``ProgramIngress``: the HTTP front of one program's Serve application (FastAPI).
+"""``ProgramIngress``: the front of one program's Serve application.
 
-    POST {prefix}/v1/programs/{name}/predict   {"inputs": {...}} -> {"outputs", "version"}, X-Dspex-Version
-    POST {prefix}/v1/programs/{name}/stream    the same, as server-sent events (chunk ..., final)
-    POST {prefix}/v1/chat/completions           OpenAI facade, model = "<program>" (stream too)
-    GET  {prefix}/v1/models                     the program, as OpenAI lists models
-    GET  {prefix}/healthz                       200 when a version takes traffic, else 503
-    GET  {prefix}/metrics                       dspex telemetry of this replica (Prometheus)
-    GET  {prefix}/admin/status                  the supervisor's status          } bearer token
-    POST {prefix}/admin/versions                deploy a version (+ rollout plan) }
-    PUT  {prefix}/admin/weights                 set the traffic split            }
-    POST {prefix}/admin/promote | /admin/rollback                                 }
+HTTP goes through ``http_app.IngressHttp`` (a plain ASGI app built per replica by Serve's
+``__serve_build_asgi_app__`` hook; the endpoints are listed there). DeploymentHandle callers
+use ``apredict`` and ``routes_config``; the supervisor's ``ServeVersionHandle`` uses the
+``*_version`` methods in colocated mode.
 
 Routing (``routes.py``): a pinned version (``X-Dspex-Version``), else the sticky key
 (``X-Dspex-Session`` / ``X-Dspex-User``, or the OpenAI ``user`` field) hashed onto the weights,
@@ -18,11 +12,17 @@ link): a long-poll of ``watch(epoch)`` here, and ``user_config`` written by the 
 side. A version that refuses a call as draining or moved (a swap in progress) makes the
 ingress refresh its routes and send the call again, so a swap fails no request.
 
-Other methods (``apredict``, ``routes_config``) serve callers holding a ``DeploymentHandle``.
+Where a version runs (``ServeOptions.colocate_versions``):
+
+- colocated (the default): in this replica, one ``VersionHost`` per live version
+  (``hosting.py``). A request is one Serve hop, like a bare deployment's.
+- split: in the version's own deployment, called through a cached ``DeploymentHandle``
+  (two Serve hops per request; versions scale and fail independently of the ingress).
 """
 
+from __future__ import annotations
+
 import asyncio
-import json
 import logging
 import random
 import uuid
@@ -30,39 +30,26 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from dspex.actors import _ray
-from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from dspex.actors.spec import VersionSpec
 from ray import serve
 
 from dspex import telemetry
-from dspex.errors import DSPexError, NotFound, Overloaded, ValidationError
+from dspex.errors import DSPexError, Overloaded
+from dspex.telemetry.metrics import METRICS_HANDLER_ID
 from dspex.telemetry.names import SERVE_REQUEST
 
-from .admin import admin_denial
-from .http_errors import http_error
-from .openai_facade import chunk_body, completion_body, inputs_from_messages
+from .hosting import LocalVersions
+from .http_app import IngressHttp
 from .options import ServeOptions
 from .routes import RouteSet, ServedRoute
 
-__all__ = ["ProgramIngress", "fastapi_app"]
+__all__ = ["IngressCore", "ProgramIngress"]
 
 log = logging.getLogger("dspex.cluster.serve.ingress")
 
-fastapi_app = FastAPI(title="dspex program", docs_url=None, redoc_url=None)
-
-
-class _AsgiEndpoint:
-    """An ASGI app as a route endpoint (a Mount would redirect /metrics to /metrics/)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
-
-
-fastapi_app.add_route("/metrics", _AsgiEndpoint(telemetry.metrics_app()), methods=["GET"])  # type: ignore[arg-type]  # an ASGI endpoint
+#: how long a starting colocated replica waits for the live versions before it takes traffic
+#: (past it, versions load on their first request)
+_STARTUP_LOAD_TIMEOUT_S = 60.0
 
 
 def _redirectable(exc: BaseException) -> bool:
@@ -72,25 +59,6 @@ def _redirectable(exc: BaseException) -> bool:
     return type(exc).__name__ == "DeploymentUnavailableError"
 
 
-async def _json(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"The request body is not valid JSON: {exc}.", field="body", constraint="json") from None
-    if not isinstance(body, dict):
-        raise ValidationError("The request body must be a JSON object.", field="body", constraint="object")
-    return body
-
-
-def _inputs_of(body: dict[str, Any]) -> dict[str, Any]:
-    inputs = body.get("inputs", body)
-    if not isinstance(inputs, dict) or not inputs:
-        raise ValidationError(
-            'Send the program\'s inputs as {"inputs": {"<field>": value, ...}}.', field="inputs", constraint="object"
-        )
-    return inputs
-
-
 def _note_version(exc: BaseException, version: Any) -> None:
     try:
         exc._dspex_served_version = version  # type: ignore[attr-defined]
@@ -98,35 +66,87 @@ def _note_version(exc: BaseException, version: Any) -> None:
         pass
 
 
-def _sse(event: str, data: Any) -> str:
-    return f"event: {event}\ndata: {json.dumps(jsonable_encoder(data))}\n\n"
+def _feed_metrics(program_metrics: bool) -> None:
+    """Feed this replica's ``/metrics``: the ``SERVE_REQUEST`` spans, and with
+    ``program_metrics`` every dspex event of the program (predict, LM calls, tokens, cost).
+    Recording an event costs CPU on every request; the split topology's ingress only ever
+    saw its own spans, so that stays the default."""
+    if program_metrics:
+        telemetry.enable_metrics()
+        return
+    attached = {hid for hid, _ in telemetry.list_handlers(SERVE_REQUEST)}
+    if _SERVE_METRICS_ID in attached or METRICS_HANDLER_ID in attached:
+        return  # fed already (enable_metrics records these events too)
+    store = telemetry.default_store()
+    events = [e for e in store.events if e[: len(SERVE_REQUEST)] == SERVE_REQUEST]
+    telemetry.attach_many(_SERVE_METRICS_ID, events, store.handle)
 
 
-@serve.ingress(fastapi_app)
-class ProgramIngress:
+_SERVE_METRICS_ID = "dspex.serve.ingress.metrics"
+
+
+class IngressCore:
+    """The ingress's logic, without Serve's wrapper (``ProgramIngress`` below is what Serve
+    deploys; tests drive this class in-process)."""
+
     def __init__(
         self, program: str, app: str, options: dict[str, Any], *versions: Any, bootstrap: dict[str, Any] | None = None
     ) -> None:
         self.program = program
         self.app_name = app
         self.options = ServeOptions.from_dict(options)
+        self.colocated = self.options.colocate_versions
         self.routes = RouteSet(program)
         self.user_config_epoch = -1  # the epoch of the routes last received through user_config
         self.rng = random.Random()
-        self._handles: dict[str, Any] = {}
+        self.local = LocalVersions(app, self.supervisor)
+        self._methods: dict[tuple[str, str], Any] = {}  # (deployment, method) -> handle (split mode)
         self._fields: dict[str, dict[str, list[str]]] = {}
         self._watcher: asyncio.Task[None] | None = None
-        self._bootstrap: asyncio.Task[None] | None = None
-        telemetry.enable_metrics()  # SERVE_REQUEST spans feed this replica's /metrics
-        self._start_watcher()
-        if bootstrap:
-            from .app import register_config_versions
+        self._background: set[asyncio.Task[Any]] = set()
+        self._bootstrap = bootstrap
+        _feed_metrics(self.options.program_metrics)
 
-            # An application deployed from a config file: hand its versions to the
-            # supervisor (which adopts the running deployments). In the background, so the
-            # replica becomes ready while the supervisor starts.
-            coro = register_config_versions(program, app, self.options, bootstrap)
-            self._bootstrap = asyncio.get_running_loop().create_task(coro)
+    async def __serve_build_asgi_app__(self) -> IngressHttp:
+        """Serve's start-up hook (after ``__init__``, before the replica takes traffic)."""
+        self._start_watcher()
+        if self._bootstrap:
+            await self._register_bootstrap(self._bootstrap)
+        if self.colocated:
+            await self._load_current()
+        return IngressHttp(self)
+
+    async def _register_bootstrap(self, bootstrap: dict[str, Any]) -> None:
+        from .app import config_deployment, register_config_versions
+        from .specs import spec_from_config
+
+        if self.colocated:  # host the config's versions here, under the names the supervisor adopts
+            for cfg in bootstrap.get("versions") or []:
+                spec = spec_from_config(self.program, cfg)
+                await self.local.host(config_deployment(spec.version), spec)
+        # An application deployed from a config file: hand its versions to the supervisor
+        # (which adopts them). In the background, so the replica becomes ready meanwhile.
+        self._spawn(register_config_versions(self.program, self.app_name, self.options, bootstrap))
+
+    async def _load_current(self) -> None:
+        """A colocated replica starting beside running versions loads them before serving."""
+        await self.refresh()
+        loads = [self.local.ensure(d, p) for r in self.routes.routes for d, p in zip(r.deployments, r.predictors, strict=False)]
+        if not loads:
+            return
+        try:
+            results = await asyncio.wait_for(asyncio.gather(*loads, return_exceptions=True), _STARTUP_LOAD_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("%s: live versions not loaded within %.0f s; they load on first use", self.program, _STARTUP_LOAD_TIMEOUT_S)
+            return
+        for r in results:
+            if isinstance(r, BaseException):
+                log.warning("%s: a live version could not be loaded at start-up: %r", self.program, r)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- routes -------------------------------------------------------------------------------
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -137,13 +157,25 @@ class ProgramIngress:
 
     def _install(self, routes: RouteSet) -> None:
         newer = self.routes.newer(routes)
-        if newer is not self.routes:
-            self.routes = newer
-            live = {d for r in newer.routes for d in r.deployments}
-            for name in [n for n in self._handles if n not in live]:
-                self._handles.pop(name, None)
+        if newer is self.routes:
+            return
+        self.routes = newer
+        live = {d for r in newer.routes for d in r.deployments}
+        for name, method in [k for k in self._methods if k[0] not in live]:
+            self._methods.pop((name, method), None)
+        if self.colocated:  # warm the versions this replica has not been given yet
+            for r in newer.routes:
+                for d, p in zip(r.deployments, r.predictors, strict=False):
+                    if d not in self.local.hosts:
+                        self._spawn(self._preload(d, p))
 
-    def _supervisor(self) -> Any:
+    async def _preload(self, deployment: str, predictor_id: str) -> None:
+        try:
+            await self.local.ensure(deployment, predictor_id)
+        except Exception as exc:
+            log.info("%s: could not preload %s: %s", self.program, deployment, _ray.describe(exc))
+
+    def supervisor(self) -> Any:
         return _ray.lookup(_ray.supervisor_name(self.program))
 
     def _start_watcher(self) -> None:
@@ -157,7 +189,7 @@ class ProgramIngress:
     async def _watch(self) -> None:
         failures = 0
         while True:
-            supervisor = self._supervisor()
+            supervisor = self.supervisor()
             if supervisor is None:
                 await asyncio.sleep(1.0)
                 continue
@@ -171,8 +203,9 @@ class ProgramIngress:
             if table is not None:
                 self._install(RouteSet.from_table(table))
 
-    async def _refresh(self) -> None:
-        supervisor = self._supervisor()
+    async def refresh(self) -> None:
+        """Fetch the supervisor's routing table now."""
+        supervisor = self.supervisor()
         if supervisor is None:
             return
         try:
@@ -180,21 +213,54 @@ class ProgramIngress:
         except Exception:
             log.debug("routing table refresh of %s failed", self.program, exc_info=True)
 
-    def _handle(self, deployment: str, stream: bool = False) -> Any:
-        handle = self._handles.get(deployment)
-        if handle is None:
-            handle = self._handles[deployment] = serve.get_deployment_handle(deployment, self.app_name)
-        return handle.options(stream=True) if stream else handle
-
-    async def _choose(self, key: str | None, pin: str | None) -> ServedRoute:
+    async def ensure_routes(self) -> None:
         self._start_watcher()
         if self.routes.epoch < 0:
-            await self._refresh()
+            await self.refresh()
+
+    async def choose(self, key: str | None, pin: str | None) -> ServedRoute:
+        if self._watcher is None or self._watcher.done():
+            self._start_watcher()
+        if self.routes.epoch < 0:
+            await self.refresh()
         try:
             return self.routes.choose(key=key, pin=pin, rng=self.rng)
         except DSPexError:
-            await self._refresh()  # a version deployed a moment ago may not have reached us
+            await self.refresh()  # a version deployed a moment ago may not have reached us
             return self.routes.choose(key=key, pin=pin, rng=self.rng)
+
+    # -- reaching a version -------------------------------------------------------------------
+    def _method(self, deployment: str, method: str, stream: bool = False) -> Any:
+        """A cached handle to ``deployment.method`` (split mode): building one per call costs.
+        With ``grpc_handles`` it sends over Serve's inter-replica gRPC (``_by_reference=False``)
+        instead of a Ray actor call: about half the CPU per call on both sides (``options.py``)."""
+        handle = self._methods.get((deployment, method))
+        if handle is None:
+            base = serve.get_deployment_handle(deployment, self.app_name)
+            handle = base.options(method_name=method, stream=stream)
+            if self.options.grpc_handles:
+                handle = handle.options(_by_reference=False)
+            self._methods[(deployment, method)] = handle
+        return handle
+
+    async def _host(self, deployment: str) -> Any:
+        host = self.local.hosts.get(deployment)
+        if host is None:
+            host = await self.local.ensure(deployment, self.routes.predictor_of(deployment))
+        return host
+
+    async def _predict(self, deployment: str, inputs: dict[str, Any], version: Any, rid: str) -> dict[str, Any]:
+        if self.colocated:
+            host = self.local.hosts.get(deployment) or await self._host(deployment)
+            outputs: dict[str, Any] = await host.predict(inputs, version, rid)
+            return outputs
+        outputs = await self._method(deployment, "predict").remote(inputs, version, rid)
+        return outputs
+
+    async def _stream(self, deployment: str, inputs: dict[str, Any], version: Any, fields: list[str] | None) -> Any:
+        if self.colocated:
+            return (await self._host(deployment)).stream(inputs, version, fields)
+        return self._method(deployment, "stream", stream=True).remote(inputs, version, fields)
 
     # -- calls --------------------------------------------------------------------------------
     async def apredict(
@@ -204,31 +270,32 @@ class ProgramIngress:
         rid = request_id or uuid.uuid4().hex[:16]
         async with telemetry.span(SERVE_REQUEST, program=self.program, version="") as span:
             for attempt in range(self.options.max_redirects + 1):
-                route = await self._choose(key, pin)
+                route = await self.choose(key, pin)
                 span.meta(version=str(route.version))
-                deployment = route.deployments[0] if len(route.deployments) == 1 else self.rng.choice(route.deployments)
+                deployments = route.deployments
+                deployment = deployments[0] if len(deployments) == 1 else self.rng.choice(deployments)
                 try:
-                    outputs = await self._handle(deployment).predict.remote(inputs, route.version, rid)
+                    outputs = await self._predict(deployment, inputs, route.version, rid)
                     return {"version": route.version, "outputs": outputs}
                 except Exception as exc:
                     cause = _ray.unwrap(exc)
                     if not _redirectable(cause) or attempt == self.options.max_redirects:
                         _note_version(cause, route.version)
                         raise cause from None
-                    await self._refresh()
+                    await self.refresh()
                     if attempt:
                         await asyncio.sleep(0.01 * attempt)
         raise AssertionError("unreachable")
 
-    async def _stream_items(
+    async def stream_items(
         self, inputs: dict[str, Any], key: str | None, pin: str | None, fields: list[str] | None
     ) -> tuple[ServedRoute, AsyncIterator[dict[str, Any]]]:
         """The route and the version's stream, its first item already received (a refusal
         before it is re-routed like ``apredict``)."""
         for attempt in range(self.options.max_redirects + 1):
-            route = await self._choose(key, pin)
-            gen = self._handle(self.rng.choice(route.deployments), stream=True).stream.remote(inputs, route.version, fields)
+            route = await self.choose(key, pin)
             try:
+                gen = await self._stream(self.rng.choice(route.deployments), inputs, route.version, fields)
                 first = await gen.__anext__()
             except StopAsyncIteration:
                 first = None
@@ -236,7 +303,7 @@ class ProgramIngress:
                 cause = _ray.unwrap(exc)
                 if not _redirectable(cause) or attempt == self.options.max_redirects:
                     raise cause from None
-                await self._refresh()
+                await self.refresh()
                 continue
 
             async def items(first: Any = first, gen: Any = gen) -> AsyncIterator[dict[str, Any]]:
@@ -251,211 +318,42 @@ class ProgramIngress:
     async def fields_of(self, route: ServedRoute) -> dict[str, list[str]]:
         key = str(route.version)
         if key not in self._fields:
-            self._fields[key] = await self._handle(route.deployments[0]).fields.remote()
+            if self.colocated:
+                self._fields[key] = await (await self._host(route.deployments[0])).fields()
+            else:
+                self._fields[key] = await self._method(route.deployments[0], "fields").remote()
         return self._fields[key]
 
     def routes_config(self) -> dict[str, Any]:
         """The routes this replica follows, and the epoch its ``user_config`` carried."""
         return {**self.routes.to_config(), "user_config_epoch": self.user_config_epoch}
 
-    # -- HTTP helpers -------------------------------------------------------------------------
-    def _key(self, request: Request) -> str | None:
-        for header in self.options.sticky_headers:
-            value = request.headers.get(header)
-            if value:
-                return value
-        return None
+    # -- colocated versions (broadcast by the supervisor's ServeVersionHandle) ------------------
+    async def host_version(self, key: str, spec: VersionSpec) -> dict[str, Any]:
+        return await self.local.host(key, spec)
 
-    def _error(self, exc: BaseException) -> JSONResponse:
-        cause = _ray.unwrap(exc)
-        err = http_error(cause, retry_after_s=self.options.retry_after_s)
-        if err.status >= 500 and err.type == "internal_error":
-            log.exception("request to %s failed", self.program, exc_info=exc)
-        headers = dict(err.headers)
-        version = getattr(cause, "_dspex_served_version", None)
-        if version is not None:
-            headers["X-Dspex-Version"] = str(version)  # which version failed (rollout dashboards)
-        return JSONResponse(err.body(), status_code=err.status, headers=headers)
+    async def unhost_version(self, key: str) -> bool:
+        return await self.local.unhost(key)
 
-    def _check(self, name: str) -> None:
-        if name != self.program:
-            raise NotFound(f"This application serves program {self.program!r}, not {name!r}.", hint="")
+    async def version_metrics(self, key: str, window_s: float | None = None) -> dict[str, Any] | None:
+        return await self.local.metrics(key, window_s)
 
-    # -- program endpoints ----------------------------------------------------------------------
-    @fastapi_app.post("/v1/programs/{name}/predict")
-    async def predict(self, name: str, request: Request) -> Response:
-        try:
-            self._check(name)
-            inputs = _inputs_of(await _json(request))
-            result = await self.apredict(inputs, self._key(request), request.headers.get(self.options.version_header))
-        except Exception as exc:
-            return self._error(exc)
-        body = {"program": self.program, **result}
-        return JSONResponse(jsonable_encoder(body), headers={"X-Dspex-Version": str(result["version"])})
+    async def drain_version(self, key: str, timeout_s: float = 30.0) -> dict[str, Any]:
+        return await self.local.drain(key, timeout_s)
 
-    @fastapi_app.post("/v1/programs/{name}/stream")
-    async def stream(self, name: str, request: Request) -> Response:
-        try:
-            self._check(name)
-            body = await _json(request)
-            fields = body.get("fields")
-            route, items = await self._stream_items(
-                _inputs_of(body), self._key(request), request.headers.get(self.options.version_header), fields
-            )
-        except Exception as exc:
-            return self._error(exc)
+    async def resume_version(self, key: str) -> None:
+        await self.local.resume(key)
 
-        async def events() -> AsyncIterator[str]:
-            try:
-                async for item in items:
-                    event = item.pop("event", "chunk")
-                    if event == "final":
-                        item["version"] = route.version
-                    yield _sse(event, item)
-            except Exception as exc:
-                yield _sse("error", http_error(_ray.unwrap(exc)).body())
+    async def version_status(self, key: str) -> dict[str, Any]:
+        return await self.local.status(key)
 
-        return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"X-Dspex-Version": str(route.version), "Cache-Control": "no-cache"}
-        )
+    async def predict_on(
+        self, key: str, inputs: dict[str, Any], version: Any = None, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """Run ``inputs`` on the version hosted as ``key`` (``ServeVersionHandle.execute``)."""
+        return await (await self._host(key)).predict(inputs, version, request_id)
 
-    @fastapi_app.get("/healthz")
-    async def healthz(self) -> Response:
-        self._start_watcher()
-        if self.routes.epoch < 0:
-            await self._refresh()
-        live = self.routes.live()
-        body = {
-            "status": "ok" if live else "no_version",
-            "program": self.program,
-            "epoch": self.routes.epoch,
-            "weights": {str(r.version): r.weight for r in self.routes.routes},
-        }
-        return JSONResponse(body, status_code=200 if live else 503)
 
-    # -- the OpenAI facade --------------------------------------------------------------------
-    @fastapi_app.get("/v1/models")
-    async def models(self) -> Response:
-        return JSONResponse({"object": "list", "data": [{"id": self.program, "object": "model", "owned_by": "dspex"}]})
-
-    @fastapi_app.post("/v1/chat/completions")
-    async def chat_completions(self, request: Request) -> Response:
-        try:
-            body = await _json(request)
-            model = body.get("model")
-            if model != self.program:
-                raise NotFound(f"Model {model!r} is not served here; this application serves {self.program!r}.", hint="")
-            key = self._key(request) or (str(body["user"]) if body.get("user") else None)
-            pin = request.headers.get(self.options.version_header)
-            route = await self._choose(key, pin)
-            fields = await self.fields_of(route)
-            inputs = inputs_from_messages(body.get("messages"), fields["inputs"])
-            json_mode = (body.get("response_format") or {}).get("type") in ("json_object", "json_schema")
-            rid = uuid.uuid4().hex[:24]
-            if body.get("stream"):
-                shown = [f for f in fields["outputs"] if f != "reasoning"][:1] or fields["outputs"][:1]
-                route, items = await self._stream_items(inputs, key, str(route.version), shown)
-                return StreamingResponse(
-                    self._chat_chunks(items, rid), media_type="text/event-stream",
-                    headers={"X-Dspex-Version": str(route.version)},
-                )
-            result = await self.apredict(inputs, key, str(route.version), rid)
-        except Exception as exc:
-            return self._error(exc)
-        reply = completion_body(self.program, result["outputs"], json_mode=json_mode, request_id=rid)
-        return JSONResponse(jsonable_encoder(reply), headers={"X-Dspex-Version": str(result["version"])})
-
-    async def _chat_chunks(self, items: AsyncIterator[dict[str, Any]], rid: str) -> AsyncIterator[str]:
-        yield "data: " + json.dumps(chunk_body(self.program, rid, content="", role=True)) + "\n\n"
-        streamed = False
-        try:
-            async for item in items:
-                if item.get("event") == "chunk" and item.get("chunk"):
-                    streamed = True
-                    yield "data: " + json.dumps(chunk_body(self.program, rid, content=item["chunk"])) + "\n\n"
-                elif item.get("event") == "final" and not streamed:
-                    # the LM could not stream: send the whole answer as one chunk
-                    text = completion_body(self.program, item["outputs"])["choices"][0]["message"]["content"]
-                    yield "data: " + json.dumps(chunk_body(self.program, rid, content=text)) + "\n\n"
-        except Exception as exc:
-            yield "data: " + json.dumps(http_error(_ray.unwrap(exc)).body()) + "\n\n"
-        yield "data: " + json.dumps(chunk_body(self.program, rid, finish=True)) + "\n\n"
-        yield "data: [DONE]\n\n"
-
-    # -- admin ----------------------------------------------------------------------------------
-    def _admin(self, request: Request) -> tuple[Any, JSONResponse | None]:
-        reason = admin_denial(
-            request.headers.get("authorization"),
-            env_var=self.options.admin_token_env,
-            token_sha256_hex=self.options.admin_token_sha256,
-        )
-        if reason is not None:
-            body = {"error": {"type": "unauthorized", "message": reason, "code": 401}}
-            return None, JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        supervisor = self._supervisor()
-        if supervisor is None:
-            body = {"error": {"type": "unavailable", "message": f"No supervisor runs program {self.program!r}.", "code": 503}}
-            return None, JSONResponse(body, status_code=503)
-        return supervisor, None
-
-    async def _admin_call(self, request: Request, method: str, *args: Any) -> Response:
-        supervisor, denied = self._admin(request)
-        if denied is not None:
-            return denied
-        try:
-            result = await getattr(supervisor, method).remote(*args)
-        except Exception as exc:
-            return self._error(exc)
-        if hasattr(result, "describe"):
-            result = result.describe()
-        await self._refresh()
-        return JSONResponse(jsonable_encoder(result))
-
-    @fastapi_app.get("/admin/status")
-    async def admin_status(self, request: Request) -> Response:
-        return await self._admin_call(request, "status")
-
-    @fastapi_app.post("/admin/versions")
-    async def admin_deploy(self, request: Request) -> Response:
-        if (denied := self._admin(request)[1]) is not None:
-            return denied
-        from .specs import plan_from_config, spec_from_config
-
-        try:
-            body = await _json(request)
-            plan = plan_from_config(body.pop("plan", None))
-            spec = spec_from_config(self.program, body)
-        except Exception as exc:
-            return self._error(exc)
-        return await self._admin_call(request, "deploy", spec, plan)
-
-    @fastapi_app.put("/admin/weights")
-    async def admin_weights(self, request: Request) -> Response:
-        if (denied := self._admin(request)[1]) is not None:
-            return denied
-        try:
-            body = await _json(request)
-            weights = body.get("weights")
-            if not isinstance(weights, dict):
-                raise ValidationError('Send {"weights": {"<version>": percent, ...}}.', field="weights", constraint="object")
-            known = {str(r.version): r.version for r in self.routes.routes}
-            split = {known.get(str(v), v): float(w) for v, w in weights.items()}
-        except Exception as exc:
-            return self._error(exc)
-        return await self._admin_call(request, "set_weights", split)
-
-    @fastapi_app.post("/admin/promote")
-    async def admin_promote(self, request: Request) -> Response:
-        try:
-            body = await _json(request) if await request.body() else {}
-        except Exception as exc:
-            return self._error(exc)
-        return await self._admin_call(request, "promote", bool(body.get("full", False)))
-
-    @fastapi_app.post("/admin/rollback")
-    async def admin_rollback(self, request: Request) -> Response:
-        try:
-            body = await _json(request) if await request.body() else {}
-        except Exception as exc:
-            return self._error(exc)
-        return await self._admin_call(request, "rollback", str(body.get("reason", "rolled back by operator")))
+#: The Serve deployment class: ``IngressCore`` with its ASGI app late-bound (Serve calls
+#: ``__serve_build_asgi_app__`` on each replica after the constructor).
+ProgramIngress = serve.ingress()(IngressCore)

@@ -27,10 +27,23 @@ from typing import Any
 
 from dspex.errors import ConfigurationError
 
-__all__ = ["ADMIN_TOKEN_ENV", "ServeOptions"]
+__all__ = ["ADMIN_TOKEN_ENV", "THROUGHPUT_ENV", "ServeOptions"]
 
 #: the environment variable holding the admin endpoints' bearer token (in the replicas)
 ADMIN_TOKEN_ENV = "DSPEX_SERVE_ADMIN_TOKEN"
+
+#: What ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` sets inside a replica (ray/serve/_private/
+#: constants.py), as per-replica environment: request handlers on the replica's own event loop
+#: instead of a second thread's (a thread handoff per request), access-log lines written in
+#: batches of 1000 instead of one write per request, handles' routers on the same loop, and
+#: replica logs not copied to stderr. The cluster-wide parts of that profile (direct ingress,
+#: gRPC between all replicas) stay the operator's choice.
+THROUGHPUT_ENV: dict[str, str] = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    "RAY_SERVE_LOG_TO_STDERR": "0",
+}
 
 
 @dataclass(frozen=True)
@@ -62,8 +75,23 @@ class ServeOptions:
     watch_timeout_s: float = 5.0
     #: Ray Serve's graceful shutdown of a removed version's replicas
     graceful_shutdown_timeout_s: float = 30.0
-    #: extra ``ray_actor_options`` for version replicas (e.g. runtime_env)
+    #: extra ``ray_actor_options`` for the replicas that run versions (e.g. runtime_env): the
+    #: version deployments' (split) or the ingress's (colocated)
     version_actor_options: dict[str, Any] = field(default_factory=dict)
+    #: Serve's ``LoggingConfig`` for the program's deployments (None: Serve's defaults)
+    logging_config: dict[str, Any] | None = None
+    #: where versions run: in the ingress replicas (one Serve hop per request; the default) or
+    #: in one deployment per version (``False``: the split topology; two hops)
+    colocate_versions: bool = True
+    #: record every dspex event of the program in the ingress replicas' ``/metrics`` (colocated;
+    #: off: only the serve request spans, as the split topology's ingress)
+    program_metrics: bool = False
+    #: split topology: the ingress calls version deployments over Serve's inter-replica gRPC
+    #: (``DeploymentHandle.options(_by_reference=False)``) rather than Ray actor calls
+    grpc_handles: bool = True
+    #: run this application's replicas with the replica-side part of Serve's own
+    #: ``RAY_SERVE_THROUGHPUT_OPTIMIZED`` profile (``THROUGHPUT_ENV``)
+    throughput_profile: bool = True
 
     def __post_init__(self) -> None:
         if self.max_ongoing_requests < 1 or self.max_queued_requests < -1:
@@ -97,6 +125,36 @@ class ServeOptions:
             "initial_replicas": self.min_replicas,
             "target_ongoing_requests": self.target_ongoing_requests,
         }
+
+    def actor_options(self, num_cpus: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``ray_actor_options`` of a replica: ``num_cpus``, ``extra`` and, with
+        ``throughput_profile``, ``THROUGHPUT_ENV`` under the runtime_env's env_vars (a variable
+        the caller sets wins)."""
+        options: dict[str, Any] = {"num_cpus": num_cpus, **(extra or {})}
+        if self.throughput_profile:
+            runtime_env = dict(options.get("runtime_env") or {})
+            runtime_env["env_vars"] = {**THROUGHPUT_ENV, **(runtime_env.get("env_vars") or {})}
+            options["runtime_env"] = runtime_env
+        return options
+
+    def version_deployment_options(self) -> dict[str, Any]:
+        """A version deployment's replica settings (split topology)."""
+        return {
+            "autoscaling_config": self.autoscaling_config(),
+            "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
+            "ray_actor_options": self.actor_options(self.version_num_cpus, self.version_actor_options),
+        }
+
+    def ingress_deployment_options(self) -> dict[str, Any]:
+        """The ingress deployment's replica settings. Colocated, the ingress runs the versions:
+        it autoscales like a version deployment and takes the versions' actor options."""
+        if self.colocate_versions:
+            return {
+                "autoscaling_config": self.autoscaling_config(),
+                "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
+                "ray_actor_options": self.actor_options(self.ingress_num_cpus, self.version_actor_options),
+            }
+        return {"num_replicas": self.ingress_replicas, "ray_actor_options": self.actor_options(self.ingress_num_cpus)}
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -23,6 +23,7 @@ import hashlib
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from dspex.errors import DeploymentError, NotFound
@@ -35,6 +36,9 @@ class ServedRoute:
     version: int | str
     weight: float  # percent
     deployments: tuple[str, ...]
+    #: the supervisor's predictor id per deployment (a colocated ingress replica asks the
+    #: supervisor which version a predictor id stands for, to load one it lacks)
+    predictors: tuple[str, ...] = ()
 
 
 def sticky_point(key: str) -> float:
@@ -59,7 +63,8 @@ class RouteSet:
             deployments = tuple(
                 str(getattr(r.handle, "deployment", None) or r.predictor_id) for r in route.replicas
             )
-            routes.append(ServedRoute(route.version, float(route.weight), deployments))
+            predictors = tuple(str(r.predictor_id) for r in route.replicas)
+            routes.append(ServedRoute(route.version, float(route.weight), deployments, predictors))
         return cls(table.program, int(table.epoch), tuple(routes))
 
     @classmethod
@@ -69,7 +74,12 @@ class RouteSet:
             return cls(program)
         try:
             routes = tuple(
-                ServedRoute(r["version"], float(r["weight"]), tuple(str(d) for d in r["deployments"]))
+                ServedRoute(
+                    r["version"],
+                    float(r["weight"]),
+                    tuple(str(d) for d in r["deployments"]),
+                    tuple(str(p) for p in r.get("predictors") or ()),
+                )
                 for r in config["routes"]
             )
             return cls(str(config.get("program", program)), int(config["epoch"]), routes)
@@ -84,7 +94,8 @@ class RouteSet:
             "program": self.program,
             "epoch": self.epoch,
             "routes": [
-                {"version": r.version, "weight": r.weight, "deployments": list(r.deployments)} for r in self.routes
+                {"version": r.version, "weight": r.weight, "deployments": list(r.deployments), "predictors": list(r.predictors)}
+                for r in self.routes
             ],
         }
 
@@ -97,8 +108,22 @@ class RouteSet:
     def weights(self) -> dict[int | str, float]:
         return {r.version: r.weight for r in self.routes}
 
+    @cached_property
+    def _live(self) -> tuple[tuple[ServedRoute, ...], float]:
+        # computed once per table (a table serves many requests; it is immutable)
+        live = tuple(r for r in self.routes if r.weight > 0 and r.deployments)
+        return live, sum(r.weight for r in live)
+
     def live(self) -> tuple[ServedRoute, ...]:
-        return tuple(r for r in self.routes if r.weight > 0 and r.deployments)
+        return self._live[0]
+
+    def predictor_of(self, deployment: str) -> str | None:
+        """The supervisor's predictor id behind ``deployment`` (None when unknown)."""
+        for r in self.routes:
+            for d, p in zip(r.deployments, r.predictors, strict=False):
+                if d == deployment:
+                    return p
+        return None
 
     def find(self, version: str | int) -> ServedRoute | None:
         """The deployed version whose id (as text) is ``version``."""
@@ -120,7 +145,7 @@ class RouteSet:
                     version=pin,
                 )
             return route
-        live = self.live()
+        live, total = self._live
         if not live:
             raise DeploymentError(
                 f"Program {self.program!r} has no version taking traffic (routing epoch {self.epoch}).",
@@ -130,7 +155,7 @@ class RouteSet:
         if len(live) == 1:
             return live[0]
         point = sticky_point(key) if key else (rng or random).random()
-        target = point * sum(r.weight for r in live)
+        target = point * total
         for route in live:
             target -= route.weight
             if target < 0:

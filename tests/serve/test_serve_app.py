@@ -35,8 +35,13 @@ async def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: floa
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def qa_app(serve_session: Any) -> Iterator[SimpleNamespace]:
+#: both topologies (ServeOptions.colocate_versions): versions in the ingress replicas (the
+#: default) and one deployment per version (the split topology of issue 9)
+TOPOLOGIES = ["colocated", "split"]
+
+
+@pytest.fixture(scope="module", params=TOPOLOGIES)
+def qa_app(serve_session: Any, request: pytest.FixtureRequest) -> Iterator[SimpleNamespace]:
     import ray
     from dspex.cluster.serve import (
         ServeOptions,
@@ -46,7 +51,9 @@ def qa_app(serve_session: Any) -> Iterator[SimpleNamespace]:
         token_sha256,
     )
 
-    options = ServeOptions(route_prefix="/qa", admin_token_sha256=token_sha256(ADMIN_TOKEN))
+    options = ServeOptions(
+        route_prefix="/qa", admin_token_sha256=token_sha256(ADMIN_TOKEN), colocate_versions=request.param == "colocated"
+    )
     handle = deploy_program(dummy_spec("qa", 1, "one"), options=options, tick_s=0.2)
     supervisor = program_supervisor("qa")
     ray.get(supervisor.prepare.remote(dummy_spec("qa", 2, "two")), timeout=120)
@@ -204,13 +211,12 @@ def sim_spec(version: int, model: str, sim_url: str, **kwargs: Any) -> Any:
     return VersionSpec("swap", version, factory=qa_program, lm=lm, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def swap_app(serve_session: Any, sim_server: Any) -> Iterator[SimpleNamespace]:
+@pytest.fixture(scope="module", params=TOPOLOGIES)
+def swap_app(serve_session: Any, sim_server: Any, request: pytest.FixtureRequest) -> Iterator[SimpleNamespace]:
     from dspex.cluster.serve import ServeOptions, delete_program, deploy_program, program_supervisor
 
-    handle = deploy_program(
-        sim_spec(1, "sim-small-fast", sim_server.openai_base_url), options=ServeOptions(route_prefix="/swap"), tick_s=0.2
-    )
+    options = ServeOptions(route_prefix="/swap", colocate_versions=request.param == "colocated")
+    handle = deploy_program(sim_spec(1, "sim-small-fast", sim_server.openai_base_url), options=options, tick_s=0.2)
     try:
         yield SimpleNamespace(handle=handle, supervisor=program_supervisor("swap"), url=f"{serve_session.url}/swap")
     finally:

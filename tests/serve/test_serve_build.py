@@ -22,7 +22,8 @@ import yaml
 pytestmark = [pytest.mark.ray, pytest.mark.serve]
 
 
-def test_build_writes_a_deployable_config_with_the_wheel(tmp_path: Path, serve_session: Any) -> None:
+@pytest.mark.parametrize("colocated", [False, True], ids=["split", "colocated"])
+def test_build_writes_a_deployable_config_with_the_wheel(tmp_path: Path, serve_session: Any, colocated: bool) -> None:
     import ray
     from dspex.cluster.serve import build_app, delete_program, program_supervisor
     from dspex.cluster.serve.build import write_serve_config
@@ -35,7 +36,7 @@ def test_build_writes_a_deployable_config_with_the_wheel(tmp_path: Path, serve_s
             "versions": [
                 {"version": 1, "factory": "fixtures.serve:qa_program", "lm": {"model": "openai/sim-small-fast", "api_base": "http://127.0.0.1:9/v1"}},
             ],
-            "options": {"route_prefix": "/built", "max_ongoing_requests": 128},
+            "options": {"route_prefix": "/built", "max_ongoing_requests": 128, "colocate_versions": colocated},
         }
     ]
     out = write_serve_config(programs, tmp_path / "serve.yaml", http_port=serve_session.port)
@@ -64,8 +65,15 @@ def test_build_writes_a_deployable_config_with_the_wheel(tmp_path: Path, serve_s
                 pass
             time.sleep(0.2)
         assert status.get("active") == 1 and status["weights"] == {1: 100.0}
-        # the supervisor adopted the running deployment (no second copy of the version)
-        assert set(serve.status().applications["built"].deployments) == {"ingress", "v1-cfg"}
+        if not colocated:
+            # the supervisor adopted the running deployment (no second copy of the version)
+            assert set(serve.status().applications["built"].deployments) == {"ingress", "v1-cfg"}
+        else:
+            # the ingress hosts the config's version itself, under the name the supervisor adopted
+            assert set(serve.status().applications["built"].deployments) == {"ingress"}
+            assert status["versions"] == {1: [status["versions"][1][0]]}
+            hosted = ray.get(program_supervisor("built").predictors.remote())
+            assert [(p["deployment"], [r["hosted"] for r in p["replicas"]]) for p in hosted] == [("v1-cfg", [True])]
 
         async def health() -> httpx.Response:
             async with httpx.AsyncClient(timeout=10) as client:
