@@ -143,20 +143,19 @@ async def floor_rps(url: str, n: int, concurrency: int) -> float:
 
 async def lm_rps(lm: BaseLM, n: int, concurrency: int, offset: int) -> float:
     sem = asyncio.Semaphore(concurrency)
-    failed = 0
+    errors: list[str] = []
 
     async def one(i: int) -> None:
-        nonlocal failed
         async with sem:
             try:
                 await lm.acall(messages=[{"role": "user", "content": f"Question {offset + i}: say hi."}], cache=False)
-            except Exception:
-                failed += 1
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}"[:300])
 
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
     elapsed = time.perf_counter() - t0
-    assert failed == 0, f"{failed} calls failed"
+    assert not errors, f"{len(errors)} calls failed, e.g. {sorted(set(errors))[:3]}"
     return n / elapsed
 
 

@@ -53,7 +53,10 @@ class Timeouts:
 class PoolLimits:
     max_connections: int = 512
     max_keepalive_connections: int = 512
-    keepalive_expiry_s: float = 30.0
+    #: below the shortest keep-alive timeout of common LM servers (uvicorn's, hence vLLM's and
+    #: the simulator's, is 5 s): a pooled connection the server has just closed is never
+    #: reused, which failed a call with "Can not write request body" (benchmarks/router.py)
+    keepalive_expiry_s: float = 4.0
 
     def httpx(self) -> httpx.Limits:
         return httpx.Limits(

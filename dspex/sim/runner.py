@@ -41,6 +41,9 @@ def uvicorn_config_kwargs() -> dict[str, Any]:
         "access_log": False,
         "lifespan": "off",
         "backlog": 4096,
+        # uvicorn's default, stated: idle connections close after 5 s, as vLLM's do
+        # (dspex.LM's pool lets them go after 4 s: PoolLimits.keepalive_expiry_s)
+        "timeout_keep_alive": 5,
     }
     try:
         import uvloop  # noqa: F401

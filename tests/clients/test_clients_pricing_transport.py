@@ -133,3 +133,14 @@ async def test_an_injected_client_is_used_as_is() -> None:
     lm = LM("openai/m", api_base="http://127.0.0.1:9/v1", cache=False, http_client=client)
     assert await lm.acall(prompt="x") == ["via client"]
     assert len(seen) == 1 and len(rec.requests) == 1
+
+
+def test_pooled_connections_expire_before_common_servers_close_them() -> None:
+    """A pooled connection must not outlive the server's keep-alive: reusing one the server has
+    just closed fails the call ("Can not write request body"), which benchmarks/router.py hit
+    with uvicorn's 5 s (vLLM's and the simulator's server)."""
+    from dspex.clients.transport import PoolLimits
+    from dspex.sim.runner import uvicorn_config_kwargs
+
+    assert PoolLimits().keepalive_expiry_s < uvicorn_config_kwargs()["timeout_keep_alive"]
+    assert PoolLimits().httpx().keepalive_expiry == PoolLimits().keepalive_expiry_s
