@@ -26,7 +26,6 @@ import asyncio
 import gc
 import logging
 import random
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -273,7 +272,8 @@ class IngressCore:
         self, inputs: dict[str, Any], key: str | None = None, pin: str | None = None, request_id: str | None = None
     ) -> dict[str, Any]:
         """Run the program: ``{"version", "outputs"}`` (for DeploymentHandle callers)."""
-        rid = request_id or uuid.uuid4().hex[:16]
+        # a request id needs uniqueness, not secrecy: no os.urandom syscall on the request path
+        rid = request_id or f"{self.rng.getrandbits(64):016x}"
         async with telemetry.span(SERVE_REQUEST, program=self.program, version="") as span:
             for attempt in range(self.options.max_redirects + 1):
                 route = await self.choose(key, pin)

@@ -304,18 +304,21 @@ async def test_loads_from_the_supervisor_are_shared_and_unknown_versions_refused
     assert (await local.drain("v1-a", 1.0))["drained"]  # nothing hosted: nothing to wait for
 
 
-async def test_version_request_counts_reach_ray_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_version_request_counts_and_latencies_reach_ray_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     from dspex.cluster.serve.version import _Metrics
 
     metrics = _Metrics({"program": PROGRAM, "version": "1", "model": "m"}, flush_s=0.05)
     incs: list[tuple[float, dict[str, str]]] = []
+    observed: list[float] = []
     monkeypatch.setattr(metrics.requests, "inc", lambda value, tags: incs.append((value, dict(tags))))
+    monkeypatch.setattr(metrics.latency, "observe", observed.append)
     for i in range(50):
-        metrics.record("success" if i % 10 else "error", 5.0)
-    assert incs == []  # nothing written per request
+        metrics.record("success" if i % 10 else "error", float(i))
+    assert incs == [] and observed == []  # nothing written per request
     await asyncio.sleep(0.1)
     assert sorted(incs) == [(5.0, {"outcome": "error"}), (45.0, {"outcome": "success"})]
+    assert observed == [float(i) for i in range(50)]  # every latency, in order
     metrics.record("rejected", None)
     metrics.flush()
-    assert incs[-1] == (1.0, {"outcome": "rejected"})
+    assert incs[-1] == (1.0, {"outcome": "rejected"}) and len(observed) == 50
     assert metrics._timer is None or not metrics._pending
