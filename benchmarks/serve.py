@@ -10,6 +10,9 @@ at each concurrency C, requests/s and p50 / p99 latency of:
 - ``bare/http``, ``bare/handle``: a bare Serve deployment (``max_ongoing_requests`` as ours,
   Serve's defaults otherwise) making the same raw HTTP call, through Serve's HTTP proxy and
   through a DeploymentHandle: Serve's own cost;
+
+``raw`` and ``bare`` send the very body the dspex program sends (recorded from the program:
+its system and user messages), so the simulator does the same work for every target;
 - ``dspex/http``, ``dspex/handle``: a dspex program (``Predict("question -> answer")`` on
   ``dspex.LM``) served by ``dspex.cluster.serve`` with its defaults (versions colocated in
   the ingress replicas: one Serve hop), through the proxy (``POST
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fnmatch
 import json
 import os
 import socket
@@ -100,15 +104,49 @@ async def measure(call: Callable[[int], Awaitable[Any]], concurrency: int, n: in
     }
 
 
-def chat_body(i: int) -> dict[str, Any]:
-    return {"model": MODEL, "messages": [{"role": "user", "content": f"question {i}"}], "max_tokens": 16}
+_QUESTION = "@@question@@"
+
+
+def program_body_template(api_base: str) -> str:
+    """The chat-completions body the benchmark program sends, as JSON text with ``_QUESTION``
+    where the question goes: recorded from the program itself (an ``httpx.MockTransport``
+    that answers in the adapter's format), so ``raw`` and ``bare`` send byte for byte what
+    dspex sends and the simulator does the same work for all of them."""
+    import httpx
+
+    import dspex
+    from dspex.clients.lm import LM
+
+    seen: list[bytes] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        content = "[[ ## answer ## ]]\nok\n\n[[ ## completed ## ]]"
+        return httpx.Response(200, json={"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
+
+    lm = LM(f"openai/{MODEL}", api_base=api_base, api_key="sim", cache=False, num_retries=0, http_transport=httpx.MockTransport(answer))
+    with dspex.context(lm=lm):
+        bench_program()(question=_QUESTION)
+    text = seen[-1].decode()
+    if text.count(_QUESTION) != 1:
+        raise RuntimeError(f"the recorded body holds the question {text.count(_QUESTION)} times, not once")
+    return text
+
+
+def chat_body(template: str, i: int) -> bytes:
+    return template.replace(_QUESTION, f"q{i}").encode()
+
+
+_JSON = {"Content-Type": "application/json"}
 
 
 class BareLM:
-    """The bare Serve deployment: one raw chat-completions call per request."""
+    """The bare Serve deployment: one raw chat-completions call per request, with the body
+    the dspex program sends (the reply's text is returned unparsed)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, template: str) -> None:
         self.url = url
+        self.template = template
         self.session: aiohttp.ClientSession | None = None
 
     async def _session(self) -> aiohttp.ClientSession:
@@ -118,7 +156,7 @@ class BareLM:
 
     async def call(self, i: int) -> str:
         session = await self._session()
-        async with session.post(self.url, json=chat_body(i)) as r:
+        async with session.post(self.url, data=chat_body(self.template, i), headers=_JSON) as r:
             r.raise_for_status()
             body = await r.json()
             return str(body["choices"][0]["message"]["content"])
@@ -234,12 +272,13 @@ async def measure_all(args: argparse.Namespace, sim: Any, port: int) -> dict[str
 
     base = f"http://127.0.0.1:{port}"
     chat_url = f"{sim.openai_base_url}/chat/completions"
+    template = program_body_template(sim.openai_base_url)
     bare_dep = serve.deployment(BareLM).options(max_ongoing_requests=args.max_ongoing, ray_actor_options={"num_cpus": 0})
-    bare = serve.run(bare_dep.options(name="bare").bind(chat_url), name="bare", route_prefix="/bare")
+    bare = serve.run(bare_dep.options(name="bare").bind(chat_url, template), name="bare", route_prefix="/bare")
     bares = {"bare": bare}
     if args.bare_tuned:
         tuned = bare_dep.options(name="bare-tp", ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": THROUGHPUT_ENV}})
-        bares["bare-tp"] = serve.run(tuned.bind(chat_url), name="bare-tp", route_prefix="/bare-tp")
+        bares["bare-tp"] = serve.run(tuned.bind(chat_url, template), name="bare-tp", route_prefix="/bare-tp")
 
     def spec(program: str, version: int) -> Any:
         lm = LM(f"openai/{MODEL}", api_base=sim.openai_base_url, api_key="sim", cache=False, num_retries=0)
@@ -259,7 +298,7 @@ async def measure_all(args: argparse.Namespace, sim: Any, port: int) -> dict[str
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=120))
 
     async def raw(i: int) -> None:
-        async with session.post(chat_url, json=chat_body(i)) as r:
+        async with session.post(chat_url, data=chat_body(template, i), headers=_JSON) as r:
             r.raise_for_status()
             await r.read()
 
@@ -296,6 +335,9 @@ async def measure_all(args: argparse.Namespace, sim: Any, port: int) -> dict[str
     for prefix in APPS:
         targets.update(dspex_targets(prefix))
     order = ["raw"] + [t for kind in ("http", "handle") for t in targets if t.endswith("/" + kind)]
+    if args.targets:
+        order = [t for t in order if any(fnmatch.fnmatch(t, pattern) for pattern in args.targets)]
+        targets = {t: targets[t] for t in order}
     for fn in targets.values():  # warm connections, replicas and the signature cache
         await measure(fn, 16, 64)
 
@@ -336,11 +378,16 @@ async def measure_all(args: argparse.Namespace, sim: Any, port: int) -> dict[str
 def report(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     by = {(r["target"], r["concurrency"]): r for r in result["rows"]}
 
-    def paired(target: str, base: str, c: int) -> float:
+    def paired(target: str, base: str, c: int) -> float | None:
         """Median over rounds of target/base req/s: each pair ran close together, under the
         same background load, so the ratio is steadier than a ratio of medians."""
+        if (target, c) not in by or (base, c) not in by:
+            return None  # not measured (``--targets``)
         runs = zip(by[(target, c)]["rps_runs"], by[(base, c)]["rps_runs"], strict=True)
         return statistics.median(t / b for t, b in runs)
+
+    def cell(value: float | None, width: int, digits: int) -> str:
+        return f"{'-':>{width}}" if value is None else f"{value:{width}.{digits}f}"
 
     ratios: dict[str, float] = {}
     print()
@@ -352,16 +399,18 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
             f"(req/s: median of {args.repeat} runs; ratios: median of per-round ratios)"
         )
         for c in args.concurrency:
-            rps = {col: by[(f"{col}/{kind}", c)]["rps"] for col in cols}
+            rps = {col: by[(f"{col}/{kind}", c)]["rps"] if (f"{col}/{kind}", c) in by else None for col in cols}
+            shown: dict[str, float | None] = {}
             for col in ("dspex", "split"):
-                ratios[f"{col}_{kind}_c{c}"] = paired(f"{col}/{kind}", f"bare/{kind}", c)
-                if args.bare_tuned:
-                    ratios[f"{col}_{kind}_c{c}_vs_tuned"] = paired(f"{col}/{kind}", f"bare-tp/{kind}", c)
-            cells = " | ".join(f"{rps[col]:13.1f}" for col in cols)
-            print(
-                f"{c:>11} | {by[('raw', c)]['rps']:8.1f} | {cells} | {ratios[f'dspex_{kind}_c{c}']:10.2f} | "
-                f"{ratios[f'split_{kind}_c{c}']:10.2f}"
-            )
+                shown[col] = paired(f"{col}/{kind}", f"bare/{kind}", c)
+                tuned = paired(f"{col}/{kind}", f"bare-tp/{kind}", c) if args.bare_tuned else None
+                if shown[col] is not None:
+                    ratios[f"{col}_{kind}_c{c}"] = shown[col]  # type: ignore[assignment]
+                if tuned is not None:
+                    ratios[f"{col}_{kind}_c{c}_vs_tuned"] = tuned
+            cells = " | ".join(cell(rps[col], 13, 1) for col in cols)
+            raw = by[("raw", c)]["rps"] if ("raw", c) in by else None
+            print(f"{c:>11} | {cell(raw, 8, 1)} | {cells} | {cell(shown['dspex'], 10, 2)} | {cell(shown['split'], 10, 2)}")
         print()
     medians = {k: statistics.median(v) for k, v in result["weight_change_s"].items()}
     for k, v in result["weight_change_s"].items():
@@ -371,7 +420,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         "split_vs_bare_ge_0.9": all(v >= 0.9 for k, v in ratios.items() if k.startswith("split_") and "tuned" not in k),
         "weight_change_le_0.5s": all(v <= 0.5 for v in medians.values()),
     }
-    print(f"goals: {goals}")
+    partial = " (partial run: only the targets measured count)" if args.targets or not args.swaps else ""
+    print(f"goals: {goals}{partial}")
     return {
         "benchmark": "serve",
         "latency_ms": args.latency_ms,
@@ -396,6 +446,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8, help="requests per concurrency slot")
     parser.add_argument("--repeat", type=int, default=1, help="runs per target and concurrency (median shown)")
     parser.add_argument("--swaps", type=int, default=3)
+    parser.add_argument(
+        "--targets", nargs="+", default=None, help="only these targets (glob patterns, e.g. 'raw' '*/handle'); the table needs all"
+    )
     parser.add_argument("--bare-tuned", action="store_true", help="also measure the bare deployment with THROUGHPUT_ENV")
     args = parser.parse_args()
     result = asyncio.run(run(args))

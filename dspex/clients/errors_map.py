@@ -1,8 +1,8 @@
 """Map what can go wrong on the wire to ``dspex.errors`` at the boundary (STYLE.md 2-3).
 
 Statuses go through ``error_for_status`` with the provider's own error code; transport
-exceptions are classified by their type (and, for the aiohttp transport, the type of the
-aiohttp exception they were raised from), never by message text.
+exceptions are classified by their type (aiohttp's own, from ``AiohttpPool.post``, or httpx's,
+and then the type of the aiohttp exception they were raised from), never by message text.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import email.utils
 import json
 import time
 from collections.abc import Mapping
+from typing import Any, Protocol
 
+import aiohttp
 import httpx
 
 from dspex.clients._secret import Secret
@@ -70,8 +72,18 @@ def parse_error_body(content: bytes) -> tuple[str, str | None]:
     return json.dumps(data)[:500], None
 
 
+class _StatusReply(Protocol):
+    """What ``error_from_response`` reads: an ``httpx.Response`` or a ``transport.Reply``."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Any: ...
+
+
 def error_from_response(
-    response: httpx.Response, content: bytes, *, provider: str, model: str, secret: Secret
+    response: _StatusReply, content: bytes, *, provider: str, model: str, secret: Secret
 ) -> ProviderError:
     message, code = parse_error_body(content)
     message = secret.redact(message)
@@ -89,13 +101,13 @@ def error_from_response(
 def _aiohttp_cause_is_connection(exc: BaseException) -> bool:
     # httpx-aiohttp maps every aiohttp.ClientConnectionError (refused, reset, disconnected) to
     # httpx.ConnectTimeout; the aiohttp exception it came from tells what really happened.
-    try:
-        import aiohttp
-    except ImportError:  # pragma: no cover - aiohttp is a dependency
-        return False
-    cause = exc.__cause__
-    return isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(
-        cause, aiohttp.ServerTimeoutError | asyncio.TimeoutError
+    return _is_connection(exc.__cause__)
+
+
+def _is_connection(exc: BaseException | None) -> bool:
+    """Refused, reset, disconnected or a body cut short; not a timeout."""
+    return isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError) and not isinstance(
+        exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError
     )
 
 
@@ -107,7 +119,9 @@ def error_from_exception(
     if secret is not None:
         detail = secret.redact(detail)
     kind = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-    if isinstance(exc, httpx.TimeoutException) and not _aiohttp_cause_is_connection(exc):
+    if isinstance(exc, aiohttp.ServerTimeoutError) or (
+        isinstance(exc, httpx.TimeoutException) and not _aiohttp_cause_is_connection(exc)
+    ):
         return ProviderTimeout(
             f"{provider} model {model!r} did not answer in time ({kind}).",
             provider=provider,
@@ -121,7 +135,7 @@ def error_from_exception(
             model=model,
             provider_message="total timeout",
         )
-    if isinstance(exc, httpx.TransportError | OSError) or _aiohttp_cause_is_connection(exc):
+    if isinstance(exc, httpx.TransportError | OSError) or _is_connection(exc) or _aiohttp_cause_is_connection(exc):
         return ProviderUnavailable(
             f"{provider} model {model!r} could not be reached ({kind}).",
             provider=provider,

@@ -34,7 +34,7 @@ from dspex.clients.cache import LMCache, get_cache, request_key
 from dspex.clients.errors_map import error_from_exception, error_from_response
 from dspex.clients.providers import Capabilities, ProviderSpec, resolve_model
 from dspex.clients.resilience import BreakerConfig, CallStats, Endpoint, RetryPolicy, endpoint_for
-from dspex.clients.transport import PoolLimits, Timeouts, check_transport, default_pool
+from dspex.clients.transport import AiohttpPool, PoolLimits, Reply, Timeouts, check_transport, default_pool
 from dspex.clients.wire import anthropic_messages, openai_chat
 from dspex.clients.wire._types import StreamChunk, WireRequest
 from dspex.clients.wire.assemble import StreamAssembler
@@ -243,12 +243,25 @@ class LM(BaseLM):
             ext = self.__dict__["_parsed_extensions"] = {"timeout": self.timeouts.httpx().as_dict()}
         return dict(ext)
 
+    def _pool(self) -> httpx.AsyncBaseTransport | None:
+        """The default pool's transport for this loop, or None when a client or transport
+        was injected."""
+        if self._http_client is not None or self._http_transport is not None:
+            return None
+        return default_pool.get(self.pool_limits, self.transport)
+
     async def _http_send(self, request: httpx.Request) -> httpx.Response:
         """Send through the injected client, else straight to a transport (see transport.py)."""
         if self._http_client is not None:
             return await self._http_client.send(request, stream=True)
         transport = self._http_transport or default_pool.get(self.pool_limits, self.transport)
         return await transport.handle_async_request(request)
+
+    def _aiohttp_timeout(self) -> aiohttp.ClientTimeout:
+        timeout = self.__dict__.get("_parsed_aiohttp_timeout")
+        if timeout is None:
+            timeout = self.__dict__["_parsed_aiohttp_timeout"] = self.timeouts.aiohttp()
+        return timeout
 
     def _prepare(
         self, messages: list[dict[str, Any]], kwargs: dict[str, Any], *, stream: bool
@@ -295,22 +308,30 @@ class LM(BaseLM):
         return pricing.estimate_tokens(body.get("messages")) + int(out) * int(body.get("n", 1))
 
     # -- one HTTP attempt -----------------------------------------------------------------------
-    async def _send(self, request: WireRequest, *, stream: bool) -> httpx.Response:
+    async def _send(self, request: WireRequest, *, stream: bool) -> httpx.Response | Reply:
+        """One HTTP exchange. A whole call on the default pool goes through aiohttp's types
+        (``AiohttpPool.post``); a stream, or an injected client or transport, through httpx's."""
         spec = self.spec
         secret = request.secret if request.secret is not None else self._secret
-        http_request = httpx.Request(
-            "POST", self._url(), headers=spec.headers(secret), content=json.dumps(request.body).encode("utf-8"),
-            extensions=self._request_extensions(),
-        )
+        content = json.dumps(request.body).encode("utf-8")
+        pool = None if stream else self._pool()
+        response: httpx.Response | Reply
         try:
             async with asyncio.timeout(self.timeouts.total_s):
-                response = await self._http_send(http_request)
-                if stream and response.status_code < 400:
-                    return response
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
+                if isinstance(pool, AiohttpPool):
+                    response = await pool.post(spec.url, spec.headers(secret), content, self._aiohttp_timeout())
+                else:
+                    http_request = httpx.Request(
+                        "POST", self._url(), headers=spec.headers(secret), content=content,
+                        extensions=self._request_extensions(),
+                    )
+                    response = await self._http_send(http_request)
+                    if stream and response.status_code < 400:
+                        return response
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
         except _TRANSPORT_ERRORS as exc:
             raise error_from_exception(
                 exc, provider=spec.name, model=spec.model, timeout_s=self.timeouts.total_s, secret=secret

@@ -9,6 +9,13 @@ cost about 100 us of CPU per request, a third of the client's whole cost at conc
 (benchmarks/evaluate_throughput.py). An ``httpx.AsyncClient`` can still be injected and is then
 used as is.
 
+A whole (non-streaming) call skips httpx's types as well: ``AiohttpPool.post`` sends the
+body with aiohttp and returns the status, headers and bytes (``Reply``). Building the
+``httpx.Request``, then reading the reply through httpx's stream, decoder and close layers over
+aiohttp's, was a quarter of the CPU of a served program's whole request path (py-spy of
+``VersionHost.predict`` against the simulator); the LM uses ``post`` whenever its transport is
+the default pool's, and the httpx seam for streams, injected transports and clients.
+
 aiohttp sessions belong to the loop that made them, hence one transport per loop: dspex's
 background loop (sync calls) and any loop a user runs ``acall`` on.
 """
@@ -21,11 +28,17 @@ import weakref
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING, Any
+
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from dspex.errors import ConfigurationError
 
-__all__ = ["PoolLimits", "Timeouts", "TransportPool", "default_pool"]
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["AiohttpPool", "PoolLimits", "Reply", "Timeouts", "TransportPool", "default_pool"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +60,12 @@ class Timeouts:
 
     def httpx(self) -> httpx.Timeout:
         return httpx.Timeout(connect=self.connect_s, read=self.read_s, write=self.read_s, pool=self.pool_s)
+
+    def aiohttp(self) -> aiohttp.ClientTimeout:
+        """The same bounds as httpx_aiohttp maps them (the total is the caller's)."""
+        import aiohttp
+
+        return aiohttp.ClientTimeout(sock_connect=self.connect_s, sock_read=self.read_s, connect=self.pool_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +96,40 @@ def check_transport(name: str) -> str:
     return name
 
 
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A whole HTTP reply: ``headers`` is case-insensitive (aiohttp's ``CIMultiDictProxy``)."""
+
+    status_code: int
+    headers: Any
+    content: bytes
+
+
+class AiohttpPool(AiohttpTransport):
+    """httpx_aiohttp's transport (the httpx seam: streams) plus ``post``, a whole call on
+    aiohttp's own types. Both share one aiohttp session, hence one connection pool."""
+
+    def _session(self) -> aiohttp.ClientSession:
+        import aiohttp
+
+        if not isinstance(self.client, aiohttp.ClientSession):
+            self.client = self.get_client()
+        return self.client
+
+    async def post(self, url: str, headers: dict[str, str], content: bytes, timeout: aiohttp.ClientTimeout) -> Reply:
+        """POST ``content``; the reply read whole. aiohttp's exceptions propagate unmapped
+        (``errors_map.error_from_exception`` reads them)."""
+        async with self._session().post(
+            url, data=content, headers=headers, allow_redirects=False, compress=False, timeout=timeout
+        ) as response:
+            body = await response.read()
+            return Reply(response.status, response.headers, body)
+
+
 def _new_transport(limits: PoolLimits, transport: str) -> httpx.AsyncBaseTransport:
     check_transport(transport)
     if transport == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport
-
-        return AiohttpTransport(limits=limits.httpx())
+        return AiohttpPool(limits=limits.httpx())
     return httpx.AsyncHTTPTransport(limits=limits.httpx())
 
 

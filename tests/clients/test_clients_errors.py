@@ -168,8 +168,49 @@ async def test_read_timeout_over_real_http(scripted_server: ScriptedServer) -> N
     scripted_server.handler = slow_body
     lm = LM("openai/x", api_base=scripted_server.url, cache=False, num_retries=0,
             timeout_s=Timeouts(total_s=10, read_s=0.2))
-    with pytest.raises(ProviderTimeout):
+    with pytest.raises(ProviderTimeout, match="did not answer in time"):  # the read bound, not the total
         await lm.acall(prompt="hi")
+    await lm.aclose()
+
+
+async def test_real_http_statuses_keep_their_error_class_body_and_retry_after(scripted_server: ScriptedServer) -> None:
+    """Whole calls on the default pool go through aiohttp's own types (``AiohttpPool.post``):
+    the status, the provider's message and Retry-After read the same as through httpx."""
+    async def limited(request: web.Request) -> web.StreamResponse:
+        return web.json_response(
+            {"error": {"message": "slow down", "code": "rate_limit_exceeded"}}, status=429, headers={"Retry-After": "7"}
+        )
+
+    scripted_server.handler = limited
+    lm = LM("openai/x", api_base=scripted_server.url, cache=False, num_retries=0)
+    with pytest.raises(RateLimited) as info:
+        await lm.acall(prompt="hi")
+    assert info.value.retry_after_s == 7.0 and info.value.provider_message == "slow down"
+    assert info.value.fields.get("status") == 429
+
+    async def gateway(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=502, body=b"<html>Bad gateway</html>")
+
+    scripted_server.handler = gateway
+    with pytest.raises(ProviderUnavailable, match="Bad gateway"):
+        await lm.acall(prompt="hi")
+    await lm.aclose()
+
+
+async def test_connection_dropped_mid_body_over_real_http(scripted_server: ScriptedServer) -> None:
+    async def cut(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=200, headers={"content-type": "application/json", "content-length": "500"})
+        await resp.prepare(request)
+        await resp.write(b'{"choices": [')
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    scripted_server.handler = cut
+    lm = LM("openai/x", api_base=scripted_server.url, cache=False, num_retries=0)
+    with pytest.raises(ProviderUnavailable) as info:
+        await lm.acall(prompt="hi")
+    assert info.value.__cause__ is not None and info.value.retryable
     await lm.aclose()
 
 
