@@ -151,7 +151,9 @@ class BareLM:
 
     async def _session(self) -> aiohttp.ClientSession:
         if self.session is None:
-            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+            # idle connections go before uvicorn's 5 s keep-alive closes them (as dspex.LM's
+            # pool does): reusing one the simulator just closed failed calls with ClientOSError
+            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0))
         return self.session
 
     async def call(self, i: int) -> str:
@@ -295,7 +297,9 @@ async def measure_all(args: argparse.Namespace, sim: Any, port: int) -> dict[str
         supervisors[prefix] = program_supervisor(program)
         await supervisors[prefix].prepare.remote(spec(program, 2))
 
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=120))
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0), timeout=aiohttp.ClientTimeout(total=120)
+    )
 
     async def raw(i: int) -> None:
         async with session.post(chat_url, data=chat_body(template, i), headers=_JSON) as r:
