@@ -288,10 +288,13 @@ async def measure_all(args: argparse.Namespace, sim: Any, port: int) -> dict[str
 
     handles: dict[str, Any] = {}
     supervisors: dict[str, Any] = {}
+    if args.plain_profile:
+        APPS["plain"] = "bench_plain"
     for prefix, program in APPS.items():
         options = ServeOptions(
             route_prefix=f"/{program}", max_ongoing_requests=args.max_ongoing, max_queued_requests=-1,
-            min_replicas=1, max_replicas=args.max_replicas, colocate_versions=prefix == "dspex",
+            min_replicas=1, max_replicas=args.max_replicas, colocate_versions=prefix != "split",
+            throughput_profile=prefix != "plain",
         )
         handles[prefix] = deploy_program(spec(program, 1), options=options, tick_s=0.5)
         supervisors[prefix] = program_supervisor(program)
@@ -452,6 +455,10 @@ def main() -> None:
     parser.add_argument("--swaps", type=int, default=3)
     parser.add_argument(
         "--targets", nargs="+", default=None, help="only these targets (glob patterns, e.g. 'raw' '*/handle'); the table needs all"
+    )
+    parser.add_argument(
+        "--plain-profile", action="store_true",
+        help="also measure the dspex app without THROUGHPUT_ENV (ServeOptions(throughput_profile=False)): 'plain/*'",
     )
     parser.add_argument("--bare-tuned", action="store_true", help="also measure the bare deployment with THROUGHPUT_ENV")
     args = parser.parse_args()

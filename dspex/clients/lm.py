@@ -317,10 +317,10 @@ class LM(BaseLM):
         pool = None if stream else self._pool()
         response: httpx.Response | Reply
         try:
-            async with asyncio.timeout(self.timeouts.total_s):
-                if isinstance(pool, AiohttpPool):
-                    response = await pool.post(spec.url, spec.headers(secret), content, self._aiohttp_timeout())
-                else:
+            if isinstance(pool, AiohttpPool):  # total_s is aiohttp's own total timeout here
+                response = await pool.post(spec.url, spec.headers(secret), content, self._aiohttp_timeout())
+            else:
+                async with asyncio.timeout(self.timeouts.total_s):
                     http_request = httpx.Request(
                         "POST", self._url(), headers=spec.headers(secret), content=content,
                         extensions=self._request_extensions(),

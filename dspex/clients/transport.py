@@ -62,10 +62,12 @@ class Timeouts:
         return httpx.Timeout(connect=self.connect_s, read=self.read_s, write=self.read_s, pool=self.pool_s)
 
     def aiohttp(self) -> aiohttp.ClientTimeout:
-        """The same bounds as httpx_aiohttp maps them (the total is the caller's)."""
+        """The socket bounds as httpx_aiohttp maps them, and ``total_s`` as aiohttp's total
+        (connection, sending and reading the whole reply: what ``asyncio.timeout`` bounds on
+        the httpx path, without a second timer per call)."""
         import aiohttp
 
-        return aiohttp.ClientTimeout(sock_connect=self.connect_s, sock_read=self.read_s, connect=self.pool_s)
+        return aiohttp.ClientTimeout(total=self.total_s, sock_connect=self.connect_s, sock_read=self.read_s, connect=self.pool_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,9 @@ class AiohttpPool(AiohttpTransport):
             return Reply(response.status, response.headers, body)
 
 
+_DEFAULT_LIMITS = PoolLimits()
+
+
 def _new_transport(limits: PoolLimits, transport: str) -> httpx.AsyncBaseTransport:
     check_transport(transport)
     if transport == "aiohttp":
@@ -150,6 +155,15 @@ class TransportPool:
         self._closers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = (
             weakref.WeakKeyDictionary()
         )
+        # the last lookup (loop, limits, kind, transport): an LM asks on every call, and the
+        # weak-keyed lookup below cost ~5 us of a ~230 us call (py-spy); read as one tuple, so
+        # threads with loops of their own only ever miss it
+        self._last: tuple[asyncio.AbstractEventLoop, PoolLimits | None, str, httpx.AsyncBaseTransport] | None = None
+
+    def _forget(self, loop: asyncio.AbstractEventLoop) -> None:
+        last = self._last
+        if last is not None and last[0] is loop:
+            self._last = None
 
     async def _closer(self, loop: asyncio.AbstractEventLoop) -> AsyncGenerator[None, None]:
         try:
@@ -158,6 +172,7 @@ class TransportPool:
             with self._lock:
                 per_loop = self._clients.pop(loop, {})
                 self._closers.pop(loop, None)
+                self._forget(loop)
             for client in per_loop.values():
                 await client.aclose()
 
@@ -175,7 +190,10 @@ class TransportPool:
 
     def get(self, limits: PoolLimits | None = None, transport: str = "aiohttp") -> httpx.AsyncBaseTransport:
         loop = asyncio.get_running_loop()
-        key = (limits or PoolLimits(), transport)
+        last = self._last
+        if last is not None and last[0] is loop and last[1] is limits and last[2] == transport:
+            return last[3]
+        key = (limits or _DEFAULT_LIMITS, transport)
         per_loop = self._clients.get(loop)
         if per_loop is not None:
             found = per_loop.get(key)
@@ -188,6 +206,7 @@ class TransportPool:
                 found = _new_transport(key[0], transport)
                 per_loop[key] = found
         self._park_closer(loop)
+        self._last = (loop, limits, transport, found)
         return found
 
     async def aclose(self) -> None:
@@ -196,6 +215,7 @@ class TransportPool:
         with self._lock:
             per_loop = self._clients.pop(loop, {})
             closer = self._closers.pop(loop, None)
+            self._forget(loop)
         for client in per_loop.values():
             await client.aclose()
         if closer is not None:
