@@ -198,6 +198,7 @@ class TransportPool:
         if per_loop is not None:
             found = per_loop.get(key)
             if found is not None:
+                self._last = (loop, limits, transport, found)
                 return found
         with self._lock:
             per_loop = self._clients.setdefault(loop, {})

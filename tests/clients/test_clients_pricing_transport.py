@@ -20,7 +20,7 @@ from dspex.clients import (
     register_price,
 )
 from dspex.clients.pricing import unregister_price
-from dspex.clients.transport import TransportPool
+from dspex.clients.transport import TransportPool, default_pool
 from dspex.errors import ConfigurationError
 
 
@@ -95,9 +95,18 @@ async def test_one_pooled_transport_per_loop(scripted_server: ScriptedServer) ->
         pool.get(transport="carrier-pigeon")
     with pytest.raises(ConfigurationError):
         LM("openai/x", transport="carrier-pigeon")
+    assert pool.get() is a and pool.get() is a  # the second from the last lookup
     await pool.aclose()
-    assert session.closed and pool.get() is not a
+    assert session.closed and pool.get() is not a  # closing forgets it
     await pool.aclose()
+
+
+async def test_lm_calls_again_after_the_pool_is_closed_on_its_loop(scripted_server: ScriptedServer) -> None:
+    lm = LM("openai/m", api_base=scripted_server.url, api_key="k", cache=False)
+    assert await lm.acall(prompt="a") == ["ok"]
+    await default_pool.aclose()
+    assert await lm.acall(prompt="b") == ["ok"]  # a new transport, not the closed one
+    await lm.aclose()
 
 
 async def test_lm_over_real_aiohttp_and_from_sync_code(scripted_server: ScriptedServer) -> None:
