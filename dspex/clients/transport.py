@@ -27,16 +27,13 @@ import threading
 import weakref
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import Any
 
-from typing import TYPE_CHECKING, Any
-
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from dspex.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    import aiohttp
 
 __all__ = ["AiohttpPool", "PoolLimits", "Reply", "Timeouts", "TransportPool", "default_pool"]
 
@@ -65,8 +62,6 @@ class Timeouts:
         """The socket bounds as httpx_aiohttp maps them, and ``total_s`` as aiohttp's total
         (connection, sending and reading the whole reply: what ``asyncio.timeout`` bounds on
         the httpx path, without a second timer per call)."""
-        import aiohttp
-
         return aiohttp.ClientTimeout(total=self.total_s, sock_connect=self.connect_s, sock_read=self.read_s, connect=self.pool_s)
 
 
@@ -112,8 +107,6 @@ class AiohttpPool(AiohttpTransport):
     aiohttp's own types. Both share one aiohttp session, hence one connection pool."""
 
     def _session(self) -> aiohttp.ClientSession:
-        import aiohttp
-
         if not isinstance(self.client, aiohttp.ClientSession):
             self.client = self.get_client()
         return self.client
