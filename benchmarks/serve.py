@@ -20,12 +20,16 @@ its system and user messages), so the simulator does the same work for every tar
 - ``split/http``, ``split/handle``: the same program in the split topology
   (``ServeOptions(colocate_versions=False)``: ingress + one deployment per version, two hops);
 - with ``--bare-tuned``, ``bare-tp/*``: the bare deployment with the same replica settings as
-  dspex's (``THROUGHPUT_ENV``), to separate what those settings buy from what dspex costs.
+  dspex's (``THROUGHPUT_ENV``), to separate what those settings buy from what dspex costs;
+- with ``--plain-profile``, ``plain/*``: the dspex app without those settings.
 
 Every app runs one replica per deployment (``--max-replicas``, like the bare deployment), so
-the ratios compare like with like. Targets run interleaved, ``--repeat`` times per concurrency;
-the table shows the median run. Per request it also records the CPU seconds each process
-spent (``/proc``), which is steadier than throughput on a shared machine.
+the ratios compare like with like. At each concurrency every target first runs once untimed
+(connections, heaps), then the targets run interleaved, ``--repeat`` times (every other round
+in reverse order); the table shows the median run and the median of per-round ratios. Per
+request it also records the CPU seconds each process spent (``/proc``). ``--targets`` runs a
+subset (glob patterns) for profiling. On 2 cores consecutive identical rounds vary by up to
+±20 % (bare/handle at c=256: 351-542 req/s in ten rounds), so use ``--repeat 5`` or more.
 
 Then the time from a weight change (``supervisor.set_weights``, 100 % v1 -> 100 % v2) until
 every request that starts is served by v2, probed every 5 ms (median of ``--swaps``), for
